@@ -1,0 +1,1 @@
+//! Benchmarks of the dispatch path live in `benches/`.

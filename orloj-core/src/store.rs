@@ -1,0 +1,166 @@
+//! The [`Store`] trait: versioned resources, watches, and the task-queue operations.
+//!
+//! # Contract
+//!
+//! * Objects are keyed by `(kind, namespace, name)`; an empty namespace means `default`.
+//! * `metadata.resourceVersion` is a decimal string: `"1"` on create, +1 on every write
+//!   (spec, metadata or status). `generation` is 1 on create and +1 only when `spec` changes.
+//!   `createdAt` is set on create and never changes.
+//! * A write that carries a non-empty `resourceVersion` different from the stored one fails with
+//!   [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) and changes nothing. Concurrent writers
+//!   never lose an update: of two writes with the same expected version exactly one succeeds.
+//! * Spec writes ([`Store::create`], [`Store::update`], [`Store::upsert`]) never change `status`
+//!   of an existing object; [`Store::update_status`] never changes `spec` or `generation`.
+//! * Every successful write gets a store-wide `revision` (strictly increasing, committed in
+//!   order); [`Store::watch`] delivers [`WatchEvent`]s in revision order and can resume after a
+//!   revision that is still retained (otherwise [`ErrorKind::Gone`](crate::ErrorKind::Gone)).
+//! * A store that cannot reach its backend answers
+//!   [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) promptly rather than hanging.
+//!
+//! Stores do not validate specs: callers pass objects through
+//! [`resources::normalize`](crate::resources::normalize) first.
+
+use crate::error::Result;
+use crate::kind::Kind;
+use crate::labels::LabelSelector;
+use crate::object::{Object, ObjectList};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::time::Duration;
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Only this namespace; `None` lists every namespace.
+    pub namespace: Option<String>,
+    /// Only objects whose labels match (applied before the page is cut).
+    pub selector: LabelSelector,
+    /// At most this many items; `None` means no limit.
+    pub limit: Option<usize>,
+    /// Only objects whose `namespace/name` key sorts after this cursor.
+    pub after: Option<String>,
+}
+
+/// The type of a [`WatchEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchEventType {
+    /// The object was created.
+    Added,
+    /// The object's spec, metadata or status changed.
+    Updated,
+    /// The object was deleted; the event carries its last state.
+    Deleted,
+}
+
+/// One change to one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    /// Store-wide position of this change; pass it back to [`Store::watch`] to resume after it.
+    pub revision: u64,
+    /// What happened.
+    pub event_type: WatchEventType,
+    /// The object after the change (before it, for deletes).
+    pub object: Object,
+}
+
+/// A worker asking for a task.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// The claiming worker's id; becomes `status.claimedBy`.
+    pub worker_id: String,
+    /// How long the lease lasts from now.
+    pub lease: Duration,
+    /// The worker's region; tasks requiring another region are skipped.
+    pub region: String,
+    /// Whether the worker has a GPU; tasks requiring one are skipped otherwise.
+    pub gpu: bool,
+    /// Models the worker serves; empty means any.
+    pub supported_models: Vec<String>,
+    /// Only claim tasks in this namespace, when set.
+    pub namespace: Option<String>,
+}
+
+/// Versioned resource storage plus the task queue. See the module docs for the contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the backend is reachable.
+    async fn ping(&self) -> Result<()>;
+
+    /// Reads one object; NotFound when absent.
+    async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object>;
+
+    /// Lists objects ordered by `namespace/name`. `continue` is set to the last item's key when
+    /// the page is full.
+    async fn list(&self, kind: Kind, options: &ListOptions) -> Result<ObjectList>;
+
+    /// Stores a new object. Conflict when it exists, or when it carries a resourceVersion
+    /// other than "" or "0".
+    async fn create(&self, object: Object) -> Result<Object>;
+
+    /// Replaces spec, labels and annotations of an existing object (NotFound otherwise),
+    /// keeping its status. A non-empty `metadata.resourceVersion` must match (Conflict).
+    async fn update(&self, object: Object) -> Result<Object>;
+
+    /// Creates or updates without a precondition (POST semantics); keeps an existing status.
+    /// Returns the stored object and whether it was created.
+    async fn upsert(&self, object: Object) -> Result<(Object, bool)>;
+
+    /// Replaces the status of an existing object, keeping spec and generation. When
+    /// `expected_resource_version` is set it must match (Conflict).
+    async fn update_status(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        expected_resource_version: Option<&str>,
+        status: serde_json::Value,
+    ) -> Result<Object>;
+
+    /// Deletes an object and returns its last state. When `expected_resource_version` is set it
+    /// must match (Conflict).
+    async fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        expected_resource_version: Option<&str>,
+    ) -> Result<Object>;
+
+    /// The revision of the latest committed write (0 for an empty store).
+    async fn current_revision(&self) -> Result<u64>;
+
+    /// Streams changes of `kind` (every kind when `None`) in revision order: those after
+    /// `after_revision` when given (Gone when no longer retained), else those committed after
+    /// this call. The stream ends only when the store shuts down or errors.
+    async fn watch(
+        &self,
+        kind: Option<Kind>,
+        after_revision: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<WatchEvent>>>;
+
+    /// Claims the oldest claimable task matching the request (spec §5.3): sets phase Running,
+    /// `claimedBy`/`assignedWorker`, `leaseUntil`, `lastHeartbeat`; a takeover of an expired
+    /// lease appends a `takeover` history entry. Concurrent claimers never get the same task.
+    async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>>;
+
+    /// Extends the lease of a task held by `worker_id`. Conflict when the task is not Running
+    /// or is held by someone else.
+    async fn renew_task_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Object>;
+
+    /// Gives up a task held by `worker_id` so another worker can claim it at once. Conflict when
+    /// held by someone else.
+    async fn release_task(&self, namespace: &str, name: &str, worker_id: &str) -> Result<Object>;
+
+    /// Appends a line to a task's log.
+    async fn append_task_log(&self, namespace: &str, name: &str, entry: &str) -> Result<()>;
+
+    /// The latest `limit` log lines of a task, oldest first.
+    async fn task_logs(&self, namespace: &str, name: &str, limit: usize) -> Result<Vec<String>>;
+}

@@ -1,0 +1,3 @@
+//! # orloj-runtime
+//!
+//! Everything that runs: the REST API router, controllers and workers.

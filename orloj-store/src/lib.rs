@@ -1,0 +1,3 @@
+//! # orloj-store
+//!
+//! Implementations of [`orloj_core::Store`]: in-memory and Postgres.
