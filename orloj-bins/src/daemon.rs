@@ -1,0 +1,249 @@
+//! `orlojd`: configuration (flags and environment, spec §5.1) and the wiring that serves the
+//! REST API over the chosen store.
+
+use crate::telemetry::{LogFormat, LogLevel};
+use anyhow::{Context, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// Which store holds the resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageBackend {
+    /// In process; nothing survives a restart.
+    Memory,
+    /// Postgres (`--postgres-dsn`).
+    Postgres,
+}
+
+/// Parses a Go-style duration (`2s`, `30m`, `1h30m`, `500ms`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}); use e.g. 500ms, 2s, 30m, 1h30m"))
+}
+
+/// Parses a listen address: `host:port`, `[v6]:port`, or `:port` for every interface.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let full = if let Some(port) = text.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        text.to_string()
+    };
+    full.to_socket_addrs()
+        .map_err(|e| format!("invalid listen address {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("listen address {text:?} resolves to nothing"))
+}
+
+/// The Orloj server: stores resources, serves the REST API, schedules tasks.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "orlojd", version, about, long_about = None)]
+pub struct OrlojdArgs {
+    /// Address to listen on (`host:port`, or `:port` for all interfaces).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_addr)]
+    pub addr: SocketAddr,
+
+    /// Log verbosity.
+    #[arg(long, env = "ORLOJ_LOG_LEVEL", value_enum, default_value = "info", ignore_case = true)]
+    pub log_level: LogLevel,
+
+    /// Shorthand for `--log-level debug`.
+    #[arg(long)]
+    pub debug: bool,
+
+    /// Log line format.
+    #[arg(long, env = "ORLOJ_LOG_FORMAT", value_enum, default_value = "json", ignore_case = true)]
+    pub log_format: LogFormat,
+
+    /// Where resources are stored.
+    #[arg(long, value_enum, default_value = "memory", ignore_case = true)]
+    pub storage_backend: StorageBackend,
+
+    /// Postgres connection string (required with `--storage-backend postgres`).
+    #[arg(long, env = "ORLOJ_POSTGRES_DSN", hide_env_values = true)]
+    pub postgres_dsn: Option<String>,
+
+    /// SQL driver name, accepted for compatibility; only `pgx`/`postgres` exist.
+    #[arg(long, default_value = "pgx")]
+    pub sql_driver: String,
+
+    /// Most connections the Postgres pool opens.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub postgres_max_open_conns: u32,
+
+    /// Connections the Postgres pool keeps open when idle.
+    #[arg(long, default_value_t = 10)]
+    pub postgres_max_idle_conns: u32,
+
+    /// How long a Postgres connection lives before it is replaced.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub postgres_conn_max_lifetime: Duration,
+
+    /// How often controllers reconcile resources.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// How long a shutdown may take to drain open requests before exiting anyway.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl OrlojdArgs {
+    /// Parses arguments (without the program name) and checks they are consistent.
+    pub fn parse_and_check<I, T>(args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let parsed = Self::from_arg_matches(&matches)?;
+        parsed.check(&matches)?;
+        Ok(parsed)
+    }
+
+    fn check(&self, matches: &ArgMatches) -> anyhow::Result<()> {
+        let from_cli = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        if !matches!(self.sql_driver.as_str(), "pgx" | "postgres") {
+            bail!(
+                "--sql-driver {:?} is not supported; use pgx (the default)",
+                self.sql_driver
+            );
+        }
+        match self.storage_backend {
+            StorageBackend::Postgres => {
+                if self.postgres_dsn.as_deref().is_none_or(|d| d.trim().is_empty()) {
+                    bail!(
+                        "--storage-backend postgres needs --postgres-dsn or ORLOJ_POSTGRES_DSN"
+                    );
+                }
+            }
+            StorageBackend::Memory => {
+                for flag in [
+                    "postgres_dsn",
+                    "postgres_max_open_conns",
+                    "postgres_max_idle_conns",
+                    "postgres_conn_max_lifetime",
+                ] {
+                    if from_cli(flag) {
+                        bail!(
+                            "--{} only applies to --storage-backend postgres (the storage backend is memory)",
+                            flag.replace('_', "-")
+                        );
+                    }
+                }
+            }
+        }
+        if self.postgres_max_idle_conns > self.postgres_max_open_conns {
+            bail!(
+                "--postgres-max-idle-conns ({}) cannot exceed --postgres-max-open-conns ({})",
+                self.postgres_max_idle_conns,
+                self.postgres_max_open_conns
+            );
+        }
+        if self.reconcile_interval.is_zero() {
+            bail!("--reconcile-interval must be greater than zero");
+        }
+        Ok(())
+    }
+
+    /// The effective log level (`--debug` wins).
+    pub fn effective_log_level(&self) -> LogLevel {
+        if self.debug {
+            LogLevel::Debug
+        } else {
+            self.log_level
+        }
+    }
+}
+
+/// Resolves when SIGTERM or Ctrl-C arrives; a second signal exits the process at once.
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("shutdown requested; draining (send the signal again to exit at once)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting immediately");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Binds the listener, naming the address in the error.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Turns a startup error into the one-line reason printed before exiting non-zero.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<OrlojdArgs> {
+        OrlojdArgs::parse_and_check(std::iter::once("orlojd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&[]).expect("defaults parse");
+        assert_eq!(a.addr, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(a.storage_backend, StorageBackend::Memory);
+        assert_eq!(a.reconcile_interval, Duration::from_secs(2));
+        assert_eq!(a.postgres_conn_max_lifetime, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn go_style_addr_and_durations() {
+        let a = parse(&["--addr", ":9090", "--reconcile-interval", "1m30s"]).expect("parse");
+        assert_eq!(a.addr.port(), 9090);
+        assert!(a.addr.ip().is_unspecified());
+        assert_eq!(a.reconcile_interval, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn contradictions_fail_with_a_reason() {
+        let err = parse(&["--storage-backend", "postgres"]).expect_err("no dsn");
+        assert!(err.to_string().contains("--postgres-dsn"), "{err}");
+        let err = parse(&["--postgres-dsn", "postgres://x"]).expect_err("memory + dsn");
+        assert!(err.to_string().contains("only applies"), "{err}");
+        let err = parse(&["--bogus"]).expect_err("unknown flag");
+        assert!(err.to_string().contains("--bogus"), "{err}");
+        let err = parse(&["--reconcile-interval", "soon"]).expect_err("bad duration");
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+        let err = parse(&["--storage-backend", "etcd"]).expect_err("bad backend");
+        assert!(err.to_string().contains("etcd"), "{err}");
+    }
+}

@@ -1,0 +1,361 @@
+//! An in-process [`Store`]: the same semantics as Postgres, no persistence.
+
+use crate::versioning;
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+use orloj_core::task_queue;
+use orloj_core::{
+    ClaimRequest, Clock, Error, Kind, ListOptions, Object, ObjectList, Result, Store, WatchEvent,
+    WatchEventType, scoped_key,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+/// How many past events are kept for watches that resume from a revision.
+pub const DEFAULT_EVENT_RETENTION: usize = 8192;
+/// At most this many log lines are kept per task.
+const MAX_TASK_LOGS: usize = 1000;
+
+struct Entry {
+    object: Object,
+    /// Revision of the last write, used to claim the least recently touched task first.
+    touched: u64,
+}
+
+struct State {
+    objects: BTreeMap<(Kind, String), Entry>,
+    revision: u64,
+    history: VecDeque<WatchEvent>,
+    logs: HashMap<String, VecDeque<String>>,
+}
+
+/// The in-memory store. Cheap to clone; clones share the same data.
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<WatchEvent>,
+    clock: Arc<dyn Clock>,
+    retention: usize,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::with_retention(clock, DEFAULT_EVENT_RETENTION)
+    }
+
+    /// An empty store keeping `retention` past events for resuming watches.
+    pub fn with_retention(clock: Arc<dyn Clock>, retention: usize) -> Self {
+        let retention = retention.max(1);
+        let (events, _) = broadcast::channel(retention);
+        Self {
+            state: Arc::new(Mutex::new(State {
+                objects: BTreeMap::new(),
+                revision: 0,
+                history: VecDeque::new(),
+                logs: HashMap::new(),
+            })),
+            events,
+            clock,
+            retention,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written entry: every write builds
+        // the new object first and inserts it in one step.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn commit(
+        &self,
+        state: &mut State,
+        event_type: WatchEventType,
+        object: Object,
+    ) -> Object {
+        state.revision += 1;
+        let revision = state.revision;
+        let key = (object.kind, object.key());
+        if event_type == WatchEventType::Deleted {
+            state.objects.remove(&key);
+            if object.kind == Kind::Task {
+                state.logs.remove(&object.key());
+            }
+        } else {
+            state.objects.insert(
+                key,
+                Entry {
+                    object: object.clone(),
+                    touched: revision,
+                },
+            );
+        }
+        let event = WatchEvent {
+            revision,
+            event_type,
+            object: object.clone(),
+        };
+        state.history.push_back(event.clone());
+        while state.history.len() > self.retention {
+            state.history.pop_front();
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(event);
+        object
+    }
+
+    fn existing<'a>(state: &'a State, kind: Kind, namespace: &str, name: &str) -> Result<&'a Object> {
+        state
+            .objects
+            .get(&(kind, scoped_key(namespace, name)))
+            .map(|e| &e.object)
+            .ok_or_else(|| versioning::not_found(kind, namespace, name))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
+        let state = self.lock();
+        Self::existing(&state, kind, namespace, name).cloned()
+    }
+
+    async fn list(&self, kind: Kind, options: &ListOptions) -> Result<ObjectList> {
+        let state = self.lock();
+        let start = (kind, options.after.clone().unwrap_or_default());
+        let mut items = Vec::new();
+        for ((k, key), entry) in state.objects.range(start..) {
+            if *k != kind {
+                break;
+            }
+            if options.after.as_deref() == Some(key.as_str()) {
+                continue;
+            }
+            let obj = &entry.object;
+            if let Some(ns) = &options.namespace
+                && obj.namespace() != ns
+            {
+                continue;
+            }
+            if !options.selector.matches(&obj.metadata.labels) {
+                continue;
+            }
+            items.push(obj.clone());
+            if options.limit.is_some_and(|l| items.len() >= l) {
+                break;
+            }
+        }
+        Ok(versioning::page(items, options.limit))
+    }
+
+    async fn create(&self, object: Object) -> Result<Object> {
+        let mut state = self.lock();
+        let now = self.clock.now();
+        let key = (object.kind, object.key());
+        let existing = state.objects.get(&key).map(|e| &e.object);
+        let created = versioning::prepare_create(object, existing, now)?;
+        Ok(self.commit(&mut state, WatchEventType::Added, created))
+    }
+
+    async fn update(&self, object: Object) -> Result<Object> {
+        let mut state = self.lock();
+        let current = Self::existing(&state, object.kind, object.namespace(), object.name())?;
+        let updated = versioning::prepare_update(object, current, true)?;
+        Ok(self.commit(&mut state, WatchEventType::Updated, updated))
+    }
+
+    async fn upsert(&self, object: Object) -> Result<(Object, bool)> {
+        let mut state = self.lock();
+        let now = self.clock.now();
+        let key = (object.kind, object.key());
+        match state.objects.get(&key).map(|e| &e.object) {
+            Some(current) => {
+                let updated = versioning::prepare_update(object, current, false)?;
+                Ok((self.commit(&mut state, WatchEventType::Updated, updated), false))
+            }
+            None => {
+                let mut object = object;
+                object.metadata.resource_version.clear();
+                let created = versioning::prepare_create(object, None, now)?;
+                Ok((self.commit(&mut state, WatchEventType::Added, created), true))
+            }
+        }
+    }
+
+    async fn update_status(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        expected_resource_version: Option<&str>,
+        status: serde_json::Value,
+    ) -> Result<Object> {
+        let mut state = self.lock();
+        let current = Self::existing(&state, kind, namespace, name)?;
+        let updated = versioning::prepare_status(current, expected_resource_version, status)?;
+        Ok(self.commit(&mut state, WatchEventType::Updated, updated))
+    }
+
+    async fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        expected_resource_version: Option<&str>,
+    ) -> Result<Object> {
+        let mut state = self.lock();
+        let current = Self::existing(&state, kind, namespace, name)?;
+        versioning::check_expected(current, expected_resource_version)?;
+        let gone = current.clone();
+        Ok(self.commit(&mut state, WatchEventType::Deleted, gone))
+    }
+
+    async fn current_revision(&self) -> Result<u64> {
+        Ok(self.lock().revision)
+    }
+
+    async fn watch(
+        &self,
+        kind: Option<Kind>,
+        after_revision: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
+        let state = self.lock();
+        // Subscribing under the lock means no event falls between the replay and the live feed.
+        let live = self.events.subscribe();
+        let (replay, last) = match after_revision {
+            None => (Vec::new(), state.revision),
+            Some(after) => {
+                let oldest = state.history.front().map_or(state.revision + 1, |e| e.revision);
+                if after > state.revision {
+                    return Err(Error::new(
+                        orloj_core::ErrorKind::Gone,
+                        format!("revision {after} is in the future (current {})", state.revision),
+                    ));
+                }
+                if after + 1 < oldest {
+                    return Err(Error::new(
+                        orloj_core::ErrorKind::Gone,
+                        format!("revision {after} is no longer retained (oldest {oldest})"),
+                    ));
+                }
+                let replay: Vec<WatchEvent> = state
+                    .history
+                    .iter()
+                    .filter(|e| e.revision > after)
+                    .cloned()
+                    .collect();
+                (replay, state.revision)
+            }
+        };
+        drop(state);
+        let matches = move |e: &WatchEvent| kind.is_none_or(|k| e.object.kind == k);
+        let replay = stream::iter(replay.into_iter().filter(matches).map(Ok));
+        let live = BroadcastStream::new(live)
+            .map(|item| match item {
+                Ok(event) => Ok(event),
+                Err(BroadcastStreamRecvError::Lagged(n)) => Err(Error::new(
+                    orloj_core::ErrorKind::Gone,
+                    format!("watch fell behind by {n} events; re-list and watch again"),
+                )),
+            })
+            .filter(move |item| {
+                let keep = match item {
+                    Ok(event) => event.revision > last && matches(event),
+                    Err(_) => true,
+                };
+                futures::future::ready(keep)
+            })
+            // A lagged watcher cannot continue consistently: end after the error.
+            .scan(false, |failed, item| {
+                if *failed {
+                    return futures::future::ready(None);
+                }
+                *failed = item.is_err();
+                futures::future::ready(Some(item))
+            });
+        Ok(replay.chain(live).boxed())
+    }
+
+    async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {
+        let mut state = self.lock();
+        let now = self.clock.now();
+        let candidate = state
+            .objects
+            .iter()
+            .filter(|((k, _), e)| {
+                *k == Kind::Task
+                    && task_queue::is_claimable(&e.object, now)
+                    && task_queue::matches_worker(&e.object, request)
+            })
+            .min_by_key(|(_, e)| e.touched)
+            .map(|(_, e)| e.object.clone());
+        let Some(mut task) = candidate else {
+            return Ok(None);
+        };
+        task_queue::apply_claim(&mut task, request, now);
+        versioning::bump(&mut task);
+        Ok(Some(self.commit(&mut state, WatchEventType::Updated, task)))
+    }
+
+    async fn renew_task_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Object> {
+        let mut state = self.lock();
+        let now = self.clock.now();
+        let current = Self::existing(&state, Kind::Task, namespace, name)?;
+        versioning::check_holder(current, worker_id)?;
+        let mut task = current.clone();
+        task_queue::apply_renewal(&mut task, lease, now);
+        versioning::bump(&mut task);
+        Ok(self.commit(&mut state, WatchEventType::Updated, task))
+    }
+
+    async fn release_task(&self, namespace: &str, name: &str, worker_id: &str) -> Result<Object> {
+        let mut state = self.lock();
+        let current = Self::existing(&state, Kind::Task, namespace, name)?;
+        versioning::check_holder(current, worker_id)?;
+        let mut task = current.clone();
+        task_queue::apply_release(&mut task);
+        versioning::bump(&mut task);
+        Ok(self.commit(&mut state, WatchEventType::Updated, task))
+    }
+
+    async fn append_task_log(&self, namespace: &str, name: &str, entry: &str) -> Result<()> {
+        let mut state = self.lock();
+        Self::existing(&state, Kind::Task, namespace, name)?;
+        let logs = state.logs.entry(scoped_key(namespace, name)).or_default();
+        logs.push_back(entry.to_string());
+        while logs.len() > MAX_TASK_LOGS {
+            logs.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn task_logs(&self, namespace: &str, name: &str, limit: usize) -> Result<Vec<String>> {
+        let state = self.lock();
+        Self::existing(&state, Kind::Task, namespace, name)?;
+        let logs = state.logs.get(&scoped_key(namespace, name));
+        Ok(logs
+            .map(|l| l.iter().skip(l.len().saturating_sub(limit)).cloned().collect())
+            .unwrap_or_default())
+    }
+}
