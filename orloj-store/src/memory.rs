@@ -78,12 +78,7 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn commit(
-        &self,
-        state: &mut State,
-        event_type: WatchEventType,
-        object: Object,
-    ) -> Object {
+    fn commit(&self, state: &mut State, event_type: WatchEventType, object: Object) -> Object {
         state.revision += 1;
         let revision = state.revision;
         let key = (object.kind, object.key());
@@ -115,7 +110,12 @@ impl MemoryStore {
         object
     }
 
-    fn existing<'a>(state: &'a State, kind: Kind, namespace: &str, name: &str) -> Result<&'a Object> {
+    fn existing<'a>(
+        state: &'a State,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<&'a Object> {
         state
             .objects
             .get(&(kind, scoped_key(namespace, name)))
@@ -156,7 +156,7 @@ impl Store for MemoryStore {
                 continue;
             }
             items.push(obj.clone());
-            if options.limit.is_some_and(|l| items.len() >= l) {
+            if options.limit.is_some_and(|l| l > 0 && items.len() >= l) {
                 break;
             }
         }
@@ -186,13 +186,19 @@ impl Store for MemoryStore {
         match state.objects.get(&key).map(|e| &e.object) {
             Some(current) => {
                 let updated = versioning::prepare_update(object, current, false)?;
-                Ok((self.commit(&mut state, WatchEventType::Updated, updated), false))
+                Ok((
+                    self.commit(&mut state, WatchEventType::Updated, updated),
+                    false,
+                ))
             }
             None => {
                 let mut object = object;
                 object.metadata.resource_version.clear();
                 let created = versioning::prepare_create(object, None, now)?;
-                Ok((self.commit(&mut state, WatchEventType::Added, created), true))
+                Ok((
+                    self.commit(&mut state, WatchEventType::Added, created),
+                    true,
+                ))
             }
         }
     }
@@ -240,11 +246,17 @@ impl Store for MemoryStore {
         let (replay, last) = match after_revision {
             None => (Vec::new(), state.revision),
             Some(after) => {
-                let oldest = state.history.front().map_or(state.revision + 1, |e| e.revision);
+                let oldest = state
+                    .history
+                    .front()
+                    .map_or(state.revision + 1, |e| e.revision);
                 if after > state.revision {
                     return Err(Error::new(
                         orloj_core::ErrorKind::Gone,
-                        format!("revision {after} is in the future (current {})", state.revision),
+                        format!(
+                            "revision {after} is in the future (current {})",
+                            state.revision
+                        ),
                     ));
                 }
                 if after + 1 < oldest {
@@ -355,7 +367,12 @@ impl Store for MemoryStore {
         Self::existing(&state, Kind::Task, namespace, name)?;
         let logs = state.logs.get(&scoped_key(namespace, name));
         Ok(logs
-            .map(|l| l.iter().skip(l.len().saturating_sub(limit)).cloned().collect())
+            .map(|l| {
+                l.iter()
+                    .skip(l.len().saturating_sub(limit))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }

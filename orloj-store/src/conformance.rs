@@ -1,0 +1,1208 @@
+//! The [`Store`] conformance suite (feature `test-util`): every case is a plain `async fn`
+//! taking a fresh, empty store and the [`ManualClock`] it reads time from, and panicking on a
+//! contract violation. [`store_conformance_tests!`](crate::store_conformance_tests) turns the
+//! whole suite into one `#[tokio::test]` per case for an implementation:
+//!
+//! ```ignore
+//! use std::sync::Arc;
+//! use orloj_core::{ManualClock, Store};
+//!
+//! async fn make(clock: Arc<ManualClock>, retention: Option<usize>) -> Option<(Arc<dyn Store>, ())> {
+//!     let store = orloj_store::MemoryStore::with_retention(clock, retention.unwrap_or(8192));
+//!     Some((Arc::new(store), ()))
+//! }
+//! orloj_store::store_conformance_tests!(make);
+//! ```
+//!
+//! The factory gets the clock and, for cases that need pruned history, the number of events the
+//! store may retain at most ([`retention_for`]). It returns `None` to skip the case, or the store
+//! plus a guard value kept alive until the case ends (e.g. one that drops a test database).
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use orloj_core::{
+    ClaimRequest, ErrorKind, Kind, LabelSelector, ListOptions, ManualClock, Object, Result, Store,
+    WatchEvent, WatchEventType,
+};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The store under test.
+pub type DynStore = Arc<dyn Store>;
+
+/// Event retention the factory must honour for [`watch_gone_after_pruning`].
+pub const SMALL_RETENTION: usize = 4;
+
+/// The event retention a case needs (`None`: the store's default).
+pub fn retention_for(case: &str) -> Option<usize> {
+    (case == "watch_gone_after_pruning").then_some(SMALL_RETENTION)
+}
+
+/// The clock every case starts from.
+pub fn start_clock() -> ManualClock {
+    ManualClock::new(start_time())
+}
+
+fn start_time() -> DateTime<Utc> {
+    // A fixed instant with whole milliseconds, so timestamps compare exactly.
+    Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5)
+        .single()
+        .expect("valid fixed time")
+}
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an async function
+/// `(Arc<ManualClock>, Option<usize>) -> Option<(Arc<dyn Store>, Guard)>`; see the module docs.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:path) => {
+        $crate::store_conformance_tests!(@cases $make;
+            ping_answers,
+            create_and_get,
+            create_conflicts,
+            list_namespace_and_labels,
+            list_pagination,
+            update_with_stale_version_conflicts,
+            generation_and_created_at,
+            spec_writes_keep_status,
+            upsert_creates_then_updates,
+            update_status_keeps_spec,
+            delete_with_precondition,
+            concurrent_updates_one_wins,
+            concurrent_creates_one_wins,
+            watch_orders_events,
+            watch_resumes_from_revision,
+            watch_filters_by_kind,
+            watch_gone_for_future_revision,
+            watch_gone_after_pruning,
+            claim_pending_task,
+            claim_skips_templates_and_terminal,
+            claim_waits_for_next_attempt,
+            claim_matches_requirements,
+            claim_oldest_first,
+            lease_expiry_takeover,
+            renew_by_owner_only,
+            release_makes_claimable,
+            concurrent_claimers_never_share,
+            task_logs_append_limit_delete,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let clock = ::std::sync::Arc::new($crate::conformance::start_clock());
+                let retention = $crate::conformance::retention_for(stringify!($case));
+                let Some((store, _guard)) = $make(clock.clone(), retention).await else {
+                    return;
+                };
+                $crate::conformance::$case(store, clock).await;
+            }
+        )*
+    };
+}
+
+fn agent(ns: &str, name: &str) -> Object {
+    let mut o = Object::new(Kind::Agent, ns, name);
+    o.spec = json!({"model_ref": "gpt", "prompt": "hi"});
+    o
+}
+
+fn task(ns: &str, name: &str) -> Object {
+    let mut o = Object::new(Kind::Task, ns, name);
+    o.spec = json!({"system": "sys", "input": {"q": "x"}});
+    o
+}
+
+fn labelled(mut o: Object, labels: &[(&str, &str)]) -> Object {
+    o.metadata.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<BTreeMap<_, _>>();
+    o
+}
+
+fn req(worker: &str) -> ClaimRequest {
+    ClaimRequest {
+        worker_id: worker.into(),
+        lease: Duration::from_secs(30),
+        region: "default".into(),
+        gpu: false,
+        supported_models: vec![],
+        namespace: None,
+    }
+}
+
+fn kind_of<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.kind(),
+    }
+}
+
+fn names(list: &[Object]) -> Vec<String> {
+    list.iter().map(Object::key).collect()
+}
+
+async fn list(store: &DynStore, kind: Kind, options: ListOptions) -> Vec<String> {
+    names(&store.list(kind, &options).await.expect("list").items)
+}
+
+async fn next_event(stream: &mut BoxStream<'static, Result<WatchEvent>>) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a watch event within 10s")
+        .expect("the watch stream stays open")
+        .expect("a watch event, not an error")
+}
+
+async fn claim(store: &DynStore, worker: &str) -> Option<Object> {
+    store.claim_task(&req(worker)).await.expect("claim")
+}
+
+/// `ping` succeeds on a healthy store.
+pub async fn ping_answers(store: DynStore, _clock: Arc<ManualClock>) {
+    store.ping().await.expect("ping");
+    assert_eq!(store.current_revision().await.expect("revision"), 0);
+}
+
+/// Create sets version 1, generation 1, createdAt; get returns the same object.
+pub async fn create_and_get(store: DynStore, clock: Arc<ManualClock>) {
+    let created = store.create(agent("", "writer")).await.expect("create");
+    assert_eq!(created.metadata.resource_version, "1");
+    assert_eq!(created.metadata.generation, 1);
+    assert_eq!(created.metadata.created_at, Some(clock.now_utc()));
+    assert_eq!(created.metadata.namespace, "default");
+    assert_eq!(created.spec, agent("", "writer").spec);
+    let fetched = store
+        .get(Kind::Agent, "default", "writer")
+        .await
+        .expect("get");
+    assert_eq!(fetched, created);
+    // An empty namespace means default.
+    assert_eq!(
+        store.get(Kind::Agent, "", "writer").await.expect("get"),
+        created
+    );
+    assert_eq!(
+        kind_of(store.get(Kind::Agent, "other", "writer").await),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind_of(store.get(Kind::Tool, "default", "writer").await),
+        ErrorKind::NotFound
+    );
+    // Other kinds and namespaces are separate key spaces.
+    let tool = store
+        .create(Object::new(Kind::Tool, "default", "writer"))
+        .await
+        .expect("same name, other kind");
+    assert_eq!(tool.metadata.resource_version, "1");
+    store
+        .create(agent("other", "writer"))
+        .await
+        .expect("same name, other namespace");
+}
+
+/// A second create, or a create carrying a resourceVersion, is a Conflict that stores nothing.
+pub async fn create_conflicts(store: DynStore, _clock: Arc<ManualClock>) {
+    store.create(agent("ns", "a")).await.expect("create");
+    let mut again = agent("ns", "a");
+    again.spec = json!({"changed": true});
+    assert_eq!(kind_of(store.create(again).await), ErrorKind::Conflict);
+    assert_eq!(
+        store.get(Kind::Agent, "ns", "a").await.expect("get").spec,
+        agent("ns", "a").spec
+    );
+
+    let mut with_rv = agent("ns", "b");
+    with_rv.metadata.resource_version = "5".into();
+    assert_eq!(kind_of(store.create(with_rv).await), ErrorKind::Conflict);
+    assert_eq!(
+        kind_of(store.get(Kind::Agent, "ns", "b").await),
+        ErrorKind::NotFound
+    );
+
+    let mut zero = agent("ns", "c");
+    zero.metadata.resource_version = "0".into();
+    let created = store.create(zero).await.expect("rv 0 is allowed");
+    assert_eq!(created.metadata.resource_version, "1");
+    assert_eq!(store.current_revision().await.expect("revision"), 2);
+}
+
+/// Lists are ordered by `namespace/name` and filter by namespace and label selector.
+pub async fn list_namespace_and_labels(store: DynStore, _clock: Arc<ManualClock>) {
+    store
+        .create(labelled(agent("b", "x"), &[("team", "red"), ("tier", "1")]))
+        .await
+        .expect("create");
+    store
+        .create(labelled(agent("a", "y"), &[("team", "blue")]))
+        .await
+        .expect("create");
+    store.create(agent("a", "x")).await.expect("create");
+    store
+        .create(labelled(agent("b", "a"), &[("team", "red")]))
+        .await
+        .expect("create");
+    store.create(task("a", "t")).await.expect("other kind");
+
+    let all = list(&store, Kind::Agent, ListOptions::default()).await;
+    assert_eq!(all, ["a/x", "a/y", "b/a", "b/x"]);
+    let only_b = ListOptions {
+        namespace: Some("b".into()),
+        ..Default::default()
+    };
+    assert_eq!(list(&store, Kind::Agent, only_b).await, ["b/a", "b/x"]);
+
+    let sel = |s: &str| ListOptions {
+        selector: LabelSelector::parse(s).expect("selector"),
+        ..Default::default()
+    };
+    assert_eq!(
+        list(&store, Kind::Agent, sel("team=red")).await,
+        ["b/a", "b/x"]
+    );
+    assert_eq!(
+        list(&store, Kind::Agent, sel("team=red,tier=1")).await,
+        ["b/x"]
+    );
+    // != matches objects without the label too.
+    assert_eq!(
+        list(&store, Kind::Agent, sel("team!=red")).await,
+        ["a/x", "a/y"]
+    );
+    assert!(
+        list(&store, Kind::Agent, sel("team=red,team=blue"))
+            .await
+            .is_empty()
+    );
+    let ns_and_sel = ListOptions {
+        namespace: Some("a".into()),
+        selector: LabelSelector::parse("team=blue").expect("selector"),
+        ..Default::default()
+    };
+    assert_eq!(list(&store, Kind::Agent, ns_and_sel).await, ["a/y"]);
+    assert_eq!(
+        list(&store, Kind::Task, ListOptions::default()).await,
+        ["a/t"]
+    );
+    assert!(
+        list(&store, Kind::Tool, ListOptions::default())
+            .await
+            .is_empty()
+    );
+}
+
+/// `limit` cuts pages and sets `continue`; `after` resumes strictly after the cursor.
+pub async fn list_pagination(store: DynStore, _clock: Arc<ManualClock>) {
+    for name in ["e", "c", "a", "d", "b"] {
+        store.create(agent("ns", name)).await.expect("create");
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list(
+                Kind::Agent,
+                &ListOptions {
+                    limit: Some(2),
+                    after: after.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("list");
+        pages += 1;
+        assert!(page.items.len() <= 2);
+        seen.extend(names(&page.items));
+        match page.continue_token {
+            Some(token) => {
+                assert_eq!(Some(&token), seen.last(), "continue is the last key");
+                after = Some(token);
+            }
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not terminate");
+    }
+    assert_eq!(seen, ["ns/a", "ns/b", "ns/c", "ns/d", "ns/e"]);
+    assert_eq!(pages, 3);
+
+    let after_b = ListOptions {
+        after: Some("ns/b".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        list(&store, Kind::Agent, after_b).await,
+        ["ns/c", "ns/d", "ns/e"]
+    );
+    // A cursor between keys works too.
+    let after_bb = ListOptions {
+        after: Some("ns/bb".into()),
+        limit: Some(1),
+        ..Default::default()
+    };
+    let page = store.list(Kind::Agent, &after_bb).await.expect("list");
+    assert_eq!(names(&page.items), ["ns/c"]);
+    assert_eq!(page.continue_token.as_deref(), Some("ns/c"));
+    // A short last page has no continue; limit 0 means no limit.
+    let rest = store
+        .list(
+            Kind::Agent,
+            &ListOptions {
+                after: Some("ns/d".into()),
+                limit: Some(5),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(names(&rest.items), ["ns/e"]);
+    assert_eq!(rest.continue_token, None);
+    let unlimited = store
+        .list(
+            Kind::Agent,
+            &ListOptions {
+                limit: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(unlimited.items.len(), 5);
+    assert_eq!(unlimited.continue_token, None);
+}
+
+/// An update with a stale resourceVersion is a Conflict and changes nothing.
+pub async fn update_with_stale_version_conflicts(store: DynStore, _clock: Arc<ManualClock>) {
+    let created = store.create(agent("ns", "a")).await.expect("create");
+    let mut first = created.clone();
+    first.spec = json!({"v": 1});
+    let updated = store.update(first).await.expect("update with current rv");
+    assert_eq!(updated.metadata.resource_version, "2");
+
+    let mut stale = created.clone();
+    stale.spec = json!({"v": 2});
+    let err = store.update(stale).await.expect_err("stale rv");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(
+        err.message().contains("expected=1") && err.message().contains("current=2"),
+        "conflict message names both versions: {err}"
+    );
+    let now = store.get(Kind::Agent, "ns", "a").await.expect("get");
+    assert_eq!(now, updated, "a failed update changes nothing");
+    let revision = store.current_revision().await.expect("revision");
+
+    // No resourceVersion: no precondition.
+    let mut blind = agent("ns", "a");
+    blind.spec = json!({"v": 3});
+    assert_eq!(
+        store
+            .update(blind)
+            .await
+            .expect("update")
+            .metadata
+            .resource_version,
+        "3"
+    );
+    assert_eq!(
+        store.current_revision().await.expect("revision"),
+        revision + 1
+    );
+    assert_eq!(
+        kind_of(store.update(agent("ns", "missing")).await),
+        ErrorKind::NotFound
+    );
+}
+
+/// Generation moves only with the spec; createdAt never changes; labels are replaced.
+pub async fn generation_and_created_at(store: DynStore, clock: Arc<ManualClock>) {
+    let created = store.create(agent("ns", "a")).await.expect("create");
+    let created_at = created.metadata.created_at;
+    clock.advance(Duration::from_secs(60));
+
+    let mut same = labelled(created.clone(), &[("k", "v")]);
+    same.metadata.created_at = Some(clock.now_utc());
+    let same = store.update(same).await.expect("update");
+    assert_eq!(same.metadata.generation, 1, "same spec keeps generation");
+    assert_eq!(same.metadata.resource_version, "2");
+    assert_eq!(same.metadata.created_at, created_at);
+    assert_eq!(same.metadata.labels.get("k").map(String::as_str), Some("v"));
+
+    let mut changed = same.clone();
+    changed.spec = json!({"model_ref": "other"});
+    changed.metadata.labels.clear();
+    let changed = store.update(changed).await.expect("update");
+    assert_eq!(changed.metadata.generation, 2);
+    assert_eq!(changed.metadata.resource_version, "3");
+    assert_eq!(changed.metadata.created_at, created_at);
+    assert!(changed.metadata.labels.is_empty());
+    assert_eq!(
+        store.get(Kind::Agent, "ns", "a").await.expect("get"),
+        changed
+    );
+}
+
+/// Spec writes keep the stored status, whatever status the caller sends.
+pub async fn spec_writes_keep_status(store: DynStore, _clock: Arc<ManualClock>) {
+    store.create(agent("ns", "a")).await.expect("create");
+    let with_status = store
+        .update_status(Kind::Agent, "ns", "a", None, json!({"phase": "Ready"}))
+        .await
+        .expect("status");
+    let mut spec_write = with_status.clone();
+    spec_write.status = json!({"phase": "Bogus"});
+    spec_write.spec = json!({"v": 2});
+    let updated = store.update(spec_write).await.expect("update");
+    assert_eq!(updated.status, json!({"phase": "Ready"}));
+    assert_eq!(updated.spec, json!({"v": 2}));
+
+    let mut upsert = agent("ns", "a");
+    upsert.status = json!({"phase": "Other"});
+    let (upserted, created) = store.upsert(upsert).await.expect("upsert");
+    assert!(!created);
+    assert_eq!(upserted.status, json!({"phase": "Ready"}));
+    assert_eq!(
+        store.get(Kind::Agent, "ns", "a").await.expect("get").status,
+        json!({"phase": "Ready"})
+    );
+
+    // A create ignores nothing: the initial status is stored as given.
+    let mut fresh = agent("ns", "b");
+    fresh.status = json!({"phase": "Pending"});
+    let created = store.create(fresh).await.expect("create");
+    assert_eq!(created.status, json!({"phase": "Pending"}));
+}
+
+/// Upsert creates (ignoring any resourceVersion), then updates without a precondition.
+pub async fn upsert_creates_then_updates(store: DynStore, _clock: Arc<ManualClock>) {
+    let mut new = agent("ns", "a");
+    new.metadata.resource_version = "7".into();
+    let (created, was_created) = store.upsert(new).await.expect("upsert");
+    assert!(was_created);
+    assert_eq!(created.metadata.resource_version, "1");
+    assert_eq!(created.metadata.generation, 1);
+
+    let mut again = agent("ns", "a");
+    again.metadata.resource_version = "99".into();
+    again.spec = json!({"v": 2});
+    let (updated, was_created) = store.upsert(again).await.expect("upsert");
+    assert!(!was_created);
+    assert_eq!(updated.metadata.resource_version, "2");
+    assert_eq!(updated.metadata.generation, 2);
+    assert_eq!(updated.metadata.created_at, created.metadata.created_at);
+    assert_eq!(
+        store.get(Kind::Agent, "ns", "a").await.expect("get"),
+        updated
+    );
+}
+
+/// Status writes never touch spec or generation, and honour the precondition.
+pub async fn update_status_keeps_spec(store: DynStore, _clock: Arc<ManualClock>) {
+    let created = store.create(agent("ns", "a")).await.expect("create");
+    let updated = store
+        .update_status(Kind::Agent, "ns", "a", Some("1"), json!({"phase": "Ready"}))
+        .await
+        .expect("status");
+    assert_eq!(updated.metadata.resource_version, "2");
+    assert_eq!(updated.metadata.generation, 1);
+    assert_eq!(updated.spec, created.spec);
+    assert_eq!(updated.metadata.created_at, created.metadata.created_at);
+    assert_eq!(updated.status, json!({"phase": "Ready"}));
+
+    assert_eq!(
+        kind_of(
+            store
+                .update_status(Kind::Agent, "ns", "a", Some("1"), json!({"phase": "X"}))
+                .await
+        ),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        store.get(Kind::Agent, "ns", "a").await.expect("get"),
+        updated
+    );
+    // An empty expected version is no precondition.
+    let blind = store
+        .update_status(Kind::Agent, "ns", "a", Some(""), json!({"phase": "Y"}))
+        .await
+        .expect("status");
+    assert_eq!(blind.metadata.resource_version, "3");
+    assert_eq!(
+        kind_of(
+            store
+                .update_status(Kind::Agent, "ns", "missing", None, json!({}))
+                .await
+        ),
+        ErrorKind::NotFound
+    );
+}
+
+/// Delete honours the precondition, returns the last state, and frees the name.
+pub async fn delete_with_precondition(store: DynStore, _clock: Arc<ManualClock>) {
+    store.create(agent("ns", "a")).await.expect("create");
+    let updated = store
+        .update_status(Kind::Agent, "ns", "a", None, json!({"phase": "Ready"}))
+        .await
+        .expect("status");
+    assert_eq!(
+        kind_of(store.delete(Kind::Agent, "ns", "a", Some("1")).await),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        store
+            .get(Kind::Agent, "ns", "a")
+            .await
+            .expect("still there"),
+        updated
+    );
+    let deleted = store
+        .delete(Kind::Agent, "ns", "a", Some("2"))
+        .await
+        .expect("delete");
+    assert_eq!(deleted, updated);
+    assert_eq!(
+        kind_of(store.get(Kind::Agent, "ns", "a").await),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind_of(store.delete(Kind::Agent, "ns", "a", None).await),
+        ErrorKind::NotFound
+    );
+    assert!(
+        list(&store, Kind::Agent, ListOptions::default())
+            .await
+            .is_empty()
+    );
+    let again = store.create(agent("ns", "a")).await.expect("re-create");
+    assert_eq!(again.metadata.resource_version, "1");
+}
+
+/// Of concurrent writers expecting the same version exactly one wins.
+pub async fn concurrent_updates_one_wins(store: DynStore, _clock: Arc<ManualClock>) {
+    let created = store.create(agent("ns", "a")).await.expect("create");
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let mut object = created.clone();
+        object.spec = json!({"writer": i});
+        handles.push(tokio::spawn(async move { store.update(object).await }));
+    }
+    let mut wins = Vec::new();
+    for h in handles {
+        match h.await.expect("join") {
+            Ok(o) => wins.push(o),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        }
+    }
+    assert_eq!(wins.len(), 1, "exactly one update wins");
+    let stored = store.get(Kind::Agent, "ns", "a").await.expect("get");
+    assert_eq!(stored, wins[0]);
+    assert_eq!(stored.metadata.resource_version, "2");
+
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .update_status(Kind::Agent, "ns", "a", Some("2"), json!({"n": i}))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for h in handles {
+        match h.await.expect("join") {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one status write wins");
+    assert_eq!(
+        store
+            .get(Kind::Agent, "ns", "a")
+            .await
+            .expect("get")
+            .metadata
+            .resource_version,
+        "3"
+    );
+}
+
+/// Of concurrent creates of one name exactly one wins.
+pub async fn concurrent_creates_one_wins(store: DynStore, _clock: Arc<ManualClock>) {
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let mut object = agent("ns", "a");
+        object.spec = json!({"writer": i});
+        handles.push(tokio::spawn(async move { store.create(object).await }));
+    }
+    let mut wins = Vec::new();
+    for h in handles {
+        match h.await.expect("join") {
+            Ok(o) => wins.push(o),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        }
+    }
+    assert_eq!(wins.len(), 1);
+    assert_eq!(
+        store.get(Kind::Agent, "ns", "a").await.expect("get"),
+        wins[0]
+    );
+    assert_eq!(store.current_revision().await.expect("revision"), 1);
+}
+
+/// A watch delivers added/updated/deleted in revision order, deletes with the last state.
+pub async fn watch_orders_events(store: DynStore, _clock: Arc<ManualClock>) {
+    store.create(agent("ns", "before")).await.expect("create");
+    let mut stream = store.watch(None, None).await.expect("watch");
+    let created = store.create(task("ns", "t")).await.expect("create");
+    let mut spec = created.clone();
+    spec.spec = json!({"system": "other"});
+    let updated = store.update(spec).await.expect("update");
+    let status = store
+        .update_status(Kind::Task, "ns", "t", None, json!({"phase": "Pending"}))
+        .await
+        .expect("status");
+    let deleted = store
+        .delete(Kind::Task, "ns", "t", None)
+        .await
+        .expect("delete");
+
+    let expected = [
+        (WatchEventType::Added, &created),
+        (WatchEventType::Updated, &updated),
+        (WatchEventType::Updated, &status),
+        (WatchEventType::Deleted, &deleted),
+    ];
+    let mut previous = 1;
+    for (event_type, object) in expected {
+        let event = next_event(&mut stream).await;
+        assert_eq!(event.event_type, event_type);
+        assert_eq!(&event.object, object);
+        assert_eq!(event.revision, previous + 1, "revisions are consecutive");
+        previous = event.revision;
+    }
+    assert_eq!(deleted.status, json!({"phase": "Pending"}));
+    assert_eq!(store.current_revision().await.expect("revision"), previous);
+}
+
+/// A watch resumed after a revision replays exactly the later events, then continues live.
+pub async fn watch_resumes_from_revision(store: DynStore, _clock: Arc<ManualClock>) {
+    store.create(agent("ns", "a")).await.expect("create");
+    store.create(agent("ns", "b")).await.expect("create");
+    let resume = store.current_revision().await.expect("revision");
+    store.create(agent("ns", "c")).await.expect("create");
+    store
+        .delete(Kind::Agent, "ns", "a", None)
+        .await
+        .expect("delete");
+
+    let mut stream = store.watch(None, Some(resume)).await.expect("watch");
+    let first = next_event(&mut stream).await;
+    assert_eq!(first.revision, resume + 1);
+    assert_eq!(first.object.key(), "ns/c");
+    assert_eq!(first.event_type, WatchEventType::Added);
+    let second = next_event(&mut stream).await;
+    assert_eq!(second.revision, resume + 2);
+    assert_eq!(second.event_type, WatchEventType::Deleted);
+    assert_eq!(second.object.key(), "ns/a");
+
+    store.create(agent("ns", "d")).await.expect("create");
+    let live = next_event(&mut stream).await;
+    assert_eq!(live.revision, resume + 3);
+    assert_eq!(live.object.key(), "ns/d");
+
+    // Resuming from the current revision replays nothing and continues live.
+    let current = store.current_revision().await.expect("revision");
+    let mut from_now = store.watch(None, Some(current)).await.expect("watch");
+    store.create(agent("ns", "e")).await.expect("create");
+    assert_eq!(next_event(&mut from_now).await.object.key(), "ns/e");
+    // From 0 replays everything retained.
+    let mut from_zero = store.watch(None, Some(0)).await.expect("watch");
+    assert_eq!(next_event(&mut from_zero).await.revision, 1);
+}
+
+/// A watch of one kind sees only that kind.
+pub async fn watch_filters_by_kind(store: DynStore, _clock: Arc<ManualClock>) {
+    let mut tasks = store.watch(Some(Kind::Task), Some(0)).await.expect("watch");
+    for i in 0..5 {
+        store
+            .create(agent("ns", &format!("a{i}")))
+            .await
+            .expect("create");
+    }
+    store.create(task("ns", "t1")).await.expect("create");
+    store.create(agent("ns", "z")).await.expect("create");
+    store.create(task("ns", "t2")).await.expect("create");
+    let first = next_event(&mut tasks).await;
+    assert_eq!(
+        (first.object.kind, first.object.key()),
+        (Kind::Task, "ns/t1".into())
+    );
+    assert_eq!(first.revision, 6);
+    let second = next_event(&mut tasks).await;
+    assert_eq!(second.object.key(), "ns/t2");
+    assert_eq!(second.revision, 8);
+}
+
+/// Resuming after a revision that does not exist yet is Gone.
+pub async fn watch_gone_for_future_revision(store: DynStore, _clock: Arc<ManualClock>) {
+    store.create(agent("ns", "a")).await.expect("create");
+    assert_eq!(
+        kind_of(store.watch(None, Some(5)).await.map(|_| ())),
+        ErrorKind::Gone
+    );
+    let _stream = store
+        .watch(None, Some(1))
+        .await
+        .expect("the current revision is fine");
+}
+
+/// Resuming after a pruned revision is Gone (the factory keeps [`SMALL_RETENTION`] events).
+pub async fn watch_gone_after_pruning(store: DynStore, _clock: Arc<ManualClock>) {
+    for i in 0..20 {
+        store
+            .create(agent("ns", &format!("a{i:02}")))
+            .await
+            .expect("create");
+    }
+    assert_eq!(
+        kind_of(store.watch(None, Some(1)).await.map(|_| ())),
+        ErrorKind::Gone
+    );
+    assert_eq!(
+        kind_of(store.watch(Some(Kind::Agent), Some(0)).await.map(|_| ())),
+        ErrorKind::Gone
+    );
+    let current = store.current_revision().await.expect("revision");
+    let recent = current - (SMALL_RETENTION as u64 - 1);
+    let mut stream = store
+        .watch(None, Some(recent))
+        .await
+        .expect("recent is retained");
+    assert_eq!(next_event(&mut stream).await.revision, recent + 1);
+}
+
+/// A pending task is claimed: Running, holder, lease, attempts, startedAt.
+pub async fn claim_pending_task(store: DynStore, clock: Arc<ManualClock>) {
+    let created = store.create(task("ns", "t")).await.expect("create");
+    let claimed = claim(&store, "w1").await.expect("a claimable task");
+    let now = clock.now_utc();
+    assert_eq!(claimed.key(), "ns/t");
+    assert_eq!(claimed.phase(), "Running");
+    assert_eq!(claimed.status["claimedBy"], json!("w1"));
+    assert_eq!(claimed.status["assignedWorker"], json!("w1"));
+    assert_eq!(claimed.status["attempts"], json!(1));
+    assert_eq!(
+        claimed.status["leaseUntil"],
+        json!(orloj_core::task_queue::format_time(
+            now + chrono::Duration::seconds(30)
+        ))
+    );
+    assert_eq!(
+        claimed.status["startedAt"],
+        json!(orloj_core::task_queue::format_time(now))
+    );
+    assert_eq!(claimed.metadata.resource_version, "2");
+    assert_eq!(claimed.spec, created.spec);
+    assert_eq!(claimed.metadata.generation, 1);
+    assert_eq!(
+        store.get(Kind::Task, "ns", "t").await.expect("get"),
+        claimed
+    );
+    assert!(
+        claim(&store, "w2").await.is_none(),
+        "a held task is not claimable"
+    );
+    assert!(
+        claim(&store, "w1").await.is_none(),
+        "not even by its holder"
+    );
+}
+
+/// Templates and tasks in other phases are never claimed.
+pub async fn claim_skips_templates_and_terminal(store: DynStore, _clock: Arc<ManualClock>) {
+    let mut template = task("ns", "template");
+    template.spec["mode"] = json!("template");
+    store.create(template).await.expect("create");
+    let mut upper = task("ns", "template2");
+    upper.spec["mode"] = json!("Template");
+    store.create(upper).await.expect("create");
+    for (name, phase) in [
+        ("done", "Succeeded"),
+        ("failed", "Failed"),
+        ("dl", "DeadLetter"),
+        ("wait", "WaitingApproval"),
+    ] {
+        store.create(task("ns", name)).await.expect("create");
+        store
+            .update_status(Kind::Task, "ns", name, None, json!({"phase": phase}))
+            .await
+            .expect("status");
+    }
+    assert!(claim(&store, "w").await.is_none());
+    let mut explicit = task("ns", "pending");
+    explicit.status = json!({"phase": "Pending"});
+    store.create(explicit).await.expect("create");
+    assert_eq!(claim(&store, "w").await.expect("claim").key(), "ns/pending");
+}
+
+/// A task whose nextAttemptAt is in the future waits until then.
+pub async fn claim_waits_for_next_attempt(store: DynStore, clock: Arc<ManualClock>) {
+    store.create(task("ns", "t")).await.expect("create");
+    let later = clock.now_utc() + chrono::Duration::seconds(10);
+    store
+        .update_status(
+            Kind::Task,
+            "ns",
+            "t",
+            None,
+            json!({"phase": "Pending", "nextAttemptAt": orloj_core::task_queue::format_time(later), "attempts": 1}),
+        )
+        .await
+        .expect("status");
+    assert!(claim(&store, "w").await.is_none());
+    clock.advance(Duration::from_secs(9));
+    assert!(claim(&store, "w").await.is_none());
+    clock.advance(Duration::from_secs(1));
+    let claimed = claim(&store, "w").await.expect("due now");
+    assert_eq!(claimed.status["attempts"], json!(2));
+    assert!(claimed.status.get("nextAttemptAt").is_none());
+}
+
+/// Region, gpu, model, namespace and assignedWorker decide which worker may claim.
+pub async fn claim_matches_requirements(store: DynStore, _clock: Arc<ManualClock>) {
+    let mut t = task("ns", "eu-gpu");
+    t.spec["requirements"] = json!({"region": "EU", "gpu": true, "model": "GPT-4o"});
+    store.create(t).await.expect("create");
+
+    let mut worker = req("w");
+    assert!(
+        store.claim_task(&worker).await.expect("claim").is_none(),
+        "region"
+    );
+    worker.region = "eu".into();
+    assert!(
+        store.claim_task(&worker).await.expect("claim").is_none(),
+        "gpu"
+    );
+    worker.gpu = true;
+    worker.supported_models = vec!["llama3".into()];
+    assert!(
+        store.claim_task(&worker).await.expect("claim").is_none(),
+        "model"
+    );
+    worker.supported_models = vec!["llama3".into(), " gpt-4o ".into()];
+    worker.namespace = Some("other".into());
+    assert!(
+        store.claim_task(&worker).await.expect("claim").is_none(),
+        "namespace"
+    );
+    worker.namespace = Some("ns".into());
+    assert_eq!(
+        store
+            .claim_task(&worker)
+            .await
+            .expect("claim")
+            .expect("matches")
+            .key(),
+        "ns/eu-gpu"
+    );
+
+    // A pending task pinned to a worker waits for that worker.
+    let mut pinned = task("ns", "pinned");
+    pinned.status = json!({"assignedWorker": "W-2"});
+    store.create(pinned).await.expect("create");
+    assert!(claim(&store, "w-1").await.is_none());
+    assert_eq!(
+        claim(&store, "w-2").await.expect("pinned").key(),
+        "ns/pinned"
+    );
+
+    // No requirements: any worker, and an empty model list means any model.
+    let mut any_model = task("ns", "model");
+    any_model.spec["requirements"] = json!({"model": "x"});
+    store.create(any_model).await.expect("create");
+    assert_eq!(
+        claim(&store, "w-3").await.expect("any model").key(),
+        "ns/model"
+    );
+}
+
+/// The least recently written claimable task goes first.
+pub async fn claim_oldest_first(store: DynStore, clock: Arc<ManualClock>) {
+    for name in ["c", "a", "b"] {
+        store.create(task("ns", name)).await.expect("create");
+        clock.advance(Duration::from_millis(1));
+    }
+    // Touching "c" moves it to the back.
+    store
+        .update_status(Kind::Task, "ns", "c", None, json!({"phase": "Pending"}))
+        .await
+        .expect("status");
+    let order: Vec<String> = [
+        claim(&store, "w").await,
+        claim(&store, "w").await,
+        claim(&store, "w").await,
+    ]
+    .into_iter()
+    .map(|t| t.expect("claim").key())
+    .collect();
+    assert_eq!(order, ["ns/a", "ns/b", "ns/c"]);
+}
+
+/// An expired lease is taken over: new holder, history entry, attempts unchanged; the old
+/// holder can no longer renew or release.
+pub async fn lease_expiry_takeover(store: DynStore, clock: Arc<ManualClock>) {
+    store.create(task("ns", "t")).await.expect("create");
+    claim(&store, "w1").await.expect("claim");
+    clock.advance(Duration::from_secs(29));
+    assert!(claim(&store, "w2").await.is_none(), "lease still valid");
+    clock.advance(Duration::from_secs(1));
+    let taken = claim(&store, "w2").await.expect("takeover at expiry");
+    assert_eq!(taken.status["claimedBy"], json!("w2"));
+    assert_eq!(
+        taken.status["attempts"],
+        json!(1),
+        "a takeover is not a new attempt"
+    );
+    let history = taken.status["history"].as_array().expect("history");
+    let last = history.last().expect("an entry");
+    assert_eq!(last["type"], json!("takeover"));
+    assert_eq!(last["previous_worker"], json!("w1"));
+    assert_eq!(last["worker"], json!("w2"));
+    assert!(
+        taken.status["lastError"]
+            .as_str()
+            .is_some_and(|m| m.contains("w1")),
+        "lastError names the previous holder"
+    );
+    assert_eq!(
+        kind_of(
+            store
+                .renew_task_lease("ns", "t", "w1", Duration::from_secs(30))
+                .await
+        ),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        kind_of(store.release_task("ns", "t", "w1").await),
+        ErrorKind::Conflict
+    );
+    assert_eq!(store.get(Kind::Task, "ns", "t").await.expect("get"), taken);
+}
+
+/// Only the holder renews; renewal extends the lease and keeps the task from being taken.
+pub async fn renew_by_owner_only(store: DynStore, clock: Arc<ManualClock>) {
+    store.create(task("ns", "t")).await.expect("create");
+    assert_eq!(
+        kind_of(
+            store
+                .renew_task_lease("ns", "t", "w1", Duration::from_secs(30))
+                .await
+        ),
+        ErrorKind::Conflict,
+        "a pending task has no holder"
+    );
+    let claimed = claim(&store, "w1").await.expect("claim");
+    clock.advance(Duration::from_secs(20));
+    let renewed = store
+        .renew_task_lease("ns", "t", "w1", Duration::from_secs(30))
+        .await
+        .expect("renew");
+    let now = clock.now_utc();
+    assert_eq!(
+        renewed.status["leaseUntil"],
+        json!(orloj_core::task_queue::format_time(
+            now + chrono::Duration::seconds(30)
+        ))
+    );
+    assert_eq!(
+        renewed.status["lastHeartbeat"],
+        json!(orloj_core::task_queue::format_time(now))
+    );
+    assert_eq!(
+        renewed.metadata.resource_version_number(),
+        claimed.metadata.resource_version_number() + 1
+    );
+    clock.advance(Duration::from_secs(20));
+    assert!(
+        claim(&store, "w2").await.is_none(),
+        "the renewed lease holds"
+    );
+    assert_eq!(
+        kind_of(
+            store
+                .renew_task_lease("ns", "t", "w2", Duration::from_secs(30))
+                .await
+        ),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        kind_of(
+            store
+                .renew_task_lease("ns", "missing", "w1", Duration::from_secs(30))
+                .await
+        ),
+        ErrorKind::NotFound
+    );
+}
+
+/// A released task is claimable at once by another worker.
+pub async fn release_makes_claimable(store: DynStore, _clock: Arc<ManualClock>) {
+    store.create(task("ns", "t")).await.expect("create");
+    claim(&store, "w1").await.expect("claim");
+    assert_eq!(
+        kind_of(store.release_task("ns", "t", "w2").await),
+        ErrorKind::Conflict
+    );
+    let released = store.release_task("ns", "t", "w1").await.expect("release");
+    assert_eq!(released.status["claimedBy"], json!(""));
+    assert!(released.status.get("leaseUntil").is_none());
+    assert_eq!(released.phase(), "Running");
+    let taken = claim(&store, "w2").await.expect("claimable at once");
+    assert_eq!(taken.status["claimedBy"], json!("w2"));
+    assert_eq!(taken.status["attempts"], json!(1));
+    let last = taken.status["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(last["type"], json!("takeover"));
+    assert_eq!(last["previous_worker"], json!(""));
+}
+
+/// Concurrent claimers never get the same task, and together claim every task.
+pub async fn concurrent_claimers_never_share(store: DynStore, _clock: Arc<ManualClock>) {
+    const TASKS: usize = 20;
+    for i in 0..TASKS {
+        store
+            .create(task("ns", &format!("t{i:02}")))
+            .await
+            .expect("create");
+    }
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        let claimed = claimed.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut idle = 0;
+            while claimed.load(Ordering::SeqCst) < TASKS && idle < 500 {
+                match store
+                    .claim_task(&req(&format!("w{w}")))
+                    .await
+                    .expect("claim")
+                {
+                    Some(t) => {
+                        assert_eq!(t.status["claimedBy"], json!(format!("w{w}")));
+                        claimed.fetch_add(1, Ordering::SeqCst);
+                        mine.push(t.key());
+                    }
+                    // Another claimer may hold the remaining rows for a moment.
+                    None => {
+                        idle += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("join"));
+    }
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "a task was claimed twice: {all:?}"
+    );
+    assert_eq!(all.len(), TASKS);
+    for t in store
+        .list(Kind::Task, &ListOptions::default())
+        .await
+        .expect("list")
+        .items
+    {
+        assert_eq!(t.phase(), "Running");
+        assert_eq!(t.status["attempts"], json!(1));
+    }
+}
+
+/// Task logs append in order, return the latest `limit`, and go away with the task.
+pub async fn task_logs_append_limit_delete(store: DynStore, _clock: Arc<ManualClock>) {
+    store.create(task("ns", "t")).await.expect("create");
+    store.create(task("ns", "other")).await.expect("create");
+    assert!(
+        store
+            .task_logs("ns", "t", 10)
+            .await
+            .expect("logs")
+            .is_empty()
+    );
+    for i in 0..5 {
+        store
+            .append_task_log("ns", "t", &format!("line {i}"))
+            .await
+            .expect("append");
+    }
+    store
+        .append_task_log("ns", "other", "elsewhere")
+        .await
+        .expect("append");
+    assert_eq!(
+        store.task_logs("ns", "t", 3).await.expect("logs"),
+        ["line 2", "line 3", "line 4"]
+    );
+    assert_eq!(store.task_logs("ns", "t", 10).await.expect("logs").len(), 5);
+    assert_eq!(
+        kind_of(store.append_task_log("ns", "missing", "x").await),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind_of(store.task_logs("ns", "missing", 10).await),
+        ErrorKind::NotFound
+    );
+    let revision = store.current_revision().await.expect("revision");
+    assert_eq!(revision, 2, "log lines are not resource writes");
+
+    store
+        .delete(Kind::Task, "ns", "t", None)
+        .await
+        .expect("delete");
+    assert_eq!(
+        kind_of(store.task_logs("ns", "t", 10).await),
+        ErrorKind::NotFound
+    );
+    store.create(task("ns", "t")).await.expect("re-create");
+    assert!(
+        store
+            .task_logs("ns", "t", 10)
+            .await
+            .expect("logs")
+            .is_empty()
+    );
+    assert_eq!(
+        store.task_logs("ns", "other", 10).await.expect("logs"),
+        ["elsewhere"]
+    );
+}
+
+/// `ManualClock::now` under the name the cases use.
+trait NowUtc {
+    fn now_utc(&self) -> DateTime<Utc>;
+}
+
+impl NowUtc for ManualClock {
+    fn now_utc(&self) -> DateTime<Utc> {
+        orloj_core::Clock::now(self)
+    }
+}

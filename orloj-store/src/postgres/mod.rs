@@ -1,0 +1,797 @@
+//! [`PostgresStore`]: the production [`Store`], on Postgres through sqlx.
+//!
+//! # Layout
+//!
+//! One table per kind ([`Kind::table`]), keyed by the scoped key `namespace/name`, holding the
+//! whole object in `payload JSONB`. The indexed copies (`namespace`, `status_phase`,
+//! `spec_hash`, task and worker columns) are generated columns computed from the payload, so
+//! they cannot drift; only the task timestamps `lease_until`/`next_attempt_at` are parsed and
+//! written by the store. The schema lives in `orloj-store/migrations/*.sql`, embedded with
+//! `sqlx::migrate!` and applied by [`PostgresStore::connect`] (sqlx's migrator holds a Postgres
+//! advisory lock while it runs, so concurrent starters are safe).
+//!
+//! # Writes
+//!
+//! Every write runs in a transaction that first locks the row (`SELECT … FOR UPDATE`), applies
+//! the same [`versioning`] rules as [`MemoryStore`](crate::MemoryStore), then in one statement
+//! increments the singleton `store_revision` row, writes the row, appends to `store_events` and
+//! prunes old events. The `store_revision` row lock serializes writers until commit, so
+//! revisions commit in order. Time comes from the injected [`Clock`].
+//!
+//! # Watches
+//!
+//! Watchers read `store_events` after their last revision. A trigger NOTIFYs
+//! `orloj_store_events` on each insert; one `LISTEN` connection per store (started by the first
+//! watch) wakes watchers, and they also poll every [`PostgresOptions::watch_poll_interval`] in
+//! case a notification was lost. The write path keeps the last
+//! [`PostgresOptions::event_retention`] events; resuming from an older revision is `Gone`.
+//!
+//! # Claims
+//!
+//! [`Store::claim_task`] selects the least recently written claimable task with
+//! `FOR UPDATE SKIP LOCKED` (the worker's region/gpu/model/namespace hints are applied in SQL),
+//! re-checks it with [`task_queue::is_claimable`]/[`task_queue::matches_worker`], applies
+//! [`task_queue::apply_claim`] and writes it back in the same transaction.
+
+mod error;
+mod sql;
+
+use crate::versioning;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream, StreamExt};
+use orloj_core::labels::Requirement;
+use orloj_core::{
+    ClaimRequest, Clock, Error, ErrorKind, Kind, ListOptions, Object, ObjectList, Result, Store,
+    WatchEvent, WatchEventType, scoped_key, task_queue,
+};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::types::Json;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The migrations in `orloj-store/migrations`, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// How many events one watch poll reads at most.
+const EVENT_PAGE: i64 = 256;
+/// How many non-matching claim candidates are skipped before giving up on one claim.
+const MAX_CLAIM_CANDIDATES: usize = 16;
+/// How often an upsert that lost a create race is retried.
+const UPSERT_ATTEMPTS: usize = 3;
+
+/// Connection-pool and behaviour settings for [`PostgresStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections open at once.
+    pub max_open_conns: u32,
+    /// Accepted for configuration compatibility with the reference. sqlx cannot cap idle
+    /// connections; instead idle connections are closed after [`Self::idle_timeout`].
+    pub max_idle_conns: u32,
+    /// Connections are replaced after this long.
+    pub conn_max_lifetime: Duration,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// How long to wait for a connection (including connecting) before answering Unavailable.
+    pub acquire_timeout: Duration,
+    /// Upper bound for one store operation; past it the operation fails with Unavailable.
+    pub operation_timeout: Duration,
+    /// How many of the latest events are kept for watches that resume from a revision.
+    pub event_retention: u64,
+    /// How often watchers poll when no notification arrives.
+    pub watch_poll_interval: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_open_conns: 20,
+            max_idle_conns: 10,
+            conn_max_lifetime: Duration::from_secs(30 * 60),
+            idle_timeout: Duration::from_secs(10 * 60),
+            acquire_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(30),
+            event_retention: 10_000,
+            watch_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A [`Store`] on Postgres. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    options: PostgresOptions,
+    notifier: OnceLock<Notifier>,
+}
+
+/// The LISTEN task and the revision it last heard of.
+struct Notifier {
+    latest: watch::Receiver<u64>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(n) = self.notifier.get() {
+            n.task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a write statement does to the row.
+#[derive(Clone, Copy)]
+enum Write {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl PostgresStore {
+    /// Connects to `dsn` (a `postgres://` URL), applies pending migrations and returns the
+    /// store. Fails with Unavailable when the server cannot be reached within
+    /// `options.acquire_timeout`.
+    pub async fn connect(
+        dsn: &str,
+        options: PostgresOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_open_conns.max(1))
+            .min_connections(0)
+            .max_lifetime(options.conn_max_lifetime)
+            .idle_timeout(options.idle_timeout)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(dsn)
+            .await
+            .map_err(|e| error::map(e).context("connecting to postgres"))?;
+        Self::migrate(&pool).await?;
+        Ok(Self::from_pool(pool, options, clock))
+    }
+
+    /// Wraps an existing pool. The schema must already be migrated ([`Self::migrate`]).
+    pub fn from_pool(pool: PgPool, options: PostgresOptions, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                clock,
+                options,
+                notifier: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Applies pending migrations; a no-op when the schema is current. Safe to run from several
+    /// processes at once (sqlx's migrator takes a Postgres advisory lock).
+    pub async fn migrate(pool: &PgPool) -> Result<()> {
+        MIGRATOR.run(pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => {
+                error::map(inner).context("applying migrations")
+            }
+            other => Error::internal(format!("applying migrations: {other}")),
+        })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Closes the pool: running operations finish, later ones fail with Unavailable and open
+    /// watches end.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    /// Runs `fut` under the operation timeout.
+    async fn timed<T>(&self, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.inner.options.operation_timeout;
+        match tokio::time::timeout(limit, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(error::unavailable(format!(
+                "{what} did not finish within {limit:?}"
+            ))),
+        }
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.inner.pool.begin().await.map_err(error::map)
+    }
+
+    /// Reads and locks one row for the rest of the transaction.
+    async fn lock(conn: &mut PgConnection, kind: Kind, key: &str) -> Result<Option<Object>> {
+        let row: Option<(Json<Object>,)> = sqlx::query_as(sql::q(&sql::for_kind(kind).lock))
+            .bind(key)
+            .fetch_optional(conn)
+            .await
+            .map_err(error::map)?;
+        Ok(row.map(|(Json(o),)| o))
+    }
+
+    async fn lock_existing(
+        conn: &mut PgConnection,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Object> {
+        Self::lock(conn, kind, &scoped_key(namespace, name))
+            .await?
+            .ok_or_else(|| versioning::not_found(kind, namespace, name))
+    }
+
+    /// Writes `object` (or deletes it) with its event; returns the store revision.
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        op: Write,
+        object: &Object,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<u64, sqlx::Error> {
+        let statements = sql::for_kind(object.kind);
+        let statement = match op {
+            Write::Insert => &statements.insert,
+            Write::Update => &statements.update,
+            Write::Delete => &statements.delete,
+        };
+        let retention =
+            i64::try_from(self.inner.options.event_retention.max(1)).unwrap_or(i64::MAX);
+        let mut query = sqlx::query_scalar::<_, i64>(sql::q(statement))
+            .bind(object.key())
+            .bind(Json(object))
+            .bind(now)
+            .bind(object.kind.as_str())
+            .bind(object.namespace())
+            .bind(object.name())
+            .bind(retention);
+        if object.kind == Kind::Task && !matches!(op, Write::Delete) {
+            query = query
+                .bind(status_time(object, "leaseUntil"))
+                .bind(status_time(object, "nextAttemptAt"));
+        }
+        let revision = query.fetch_one(conn).await?;
+        Ok(u64::try_from(revision).unwrap_or(0))
+    }
+
+    /// Updates a locked row and commits.
+    async fn commit_update(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        object: Object,
+        now: DateTime<Utc>,
+    ) -> Result<Object> {
+        self.write(&mut tx, Write::Update, &object, now)
+            .await
+            .map_err(error::map)?;
+        tx.commit().await.map_err(error::map)?;
+        Ok(object)
+    }
+
+    fn notifier(&self) -> watch::Receiver<u64> {
+        self.inner
+            .notifier
+            .get_or_init(|| {
+                let (tx, rx) = watch::channel(0);
+                let task = tokio::spawn(listen(self.inner.pool.clone(), tx));
+                Notifier { latest: rx, task }
+            })
+            .latest
+            .clone()
+    }
+
+    async fn head(&self) -> Result<(u64, Option<u64>)> {
+        let (current, oldest): (i64, Option<i64>) = sqlx::query_as(sql::HEAD)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(error::map)?;
+        Ok((to_u64(current), oldest.map(to_u64)))
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A status timestamp as the claim rules read it (unparseable counts as unset).
+fn status_time(task: &Object, field: &str) -> Option<DateTime<Utc>> {
+    task.status
+        .get(field)
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn label_objects(options: &ListOptions) -> (Vec<Value>, Vec<Value>) {
+    let mut must = Vec::new();
+    let mut must_not = Vec::new();
+    for r in options.selector.requirements() {
+        match r {
+            Requirement::Equals(k, v) => must.push(json!({ k: v })),
+            Requirement::NotEquals(k, v) => must_not.push(json!({ k: v })),
+        }
+    }
+    (must, must_not)
+}
+
+/// Keeps `latest` at the newest notified revision; reconnects after errors. Every (re)connect
+/// also wakes watchers, since notifications sent while disconnected are lost.
+async fn listen(pool: PgPool, latest: watch::Sender<u64>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(sql::EVENTS_CHANNEL).await {
+                Ok(()) => loop {
+                    latest.send_modify(|_| {});
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(n)) => {
+                                if let Ok(rev) = n.payload().parse::<u64>() {
+                                    latest.send_modify(|v| *v = (*v).max(rev));
+                                }
+                            }
+                            // Connection lost; try_recv reconnects on the next call.
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "store event listener failed");
+                                break;
+                            }
+                        }
+                    }
+                    if pool.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                },
+                Err(e) => tracing::debug!(error = %e, "LISTEN failed"),
+            },
+            Err(e) => tracing::debug!(error = %e, "store event listener cannot connect"),
+        }
+        if pool.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// State of one watch stream.
+struct WatchState {
+    pool: PgPool,
+    kind: Option<Kind>,
+    last: u64,
+    buffer: VecDeque<WatchEvent>,
+    latest: watch::Receiver<u64>,
+    poll: Duration,
+    /// Whether the last read filled a page (read again without waiting).
+    more: bool,
+    done: bool,
+}
+
+type EventRow = (
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<Json<Object>>,
+);
+
+impl WatchState {
+    async fn next(&mut self) -> Option<Result<WatchEvent>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some(Ok(event));
+            }
+            if !self.more {
+                self.wait().await;
+            }
+            // Mark notifications seen before reading, so one arriving during the read wakes us.
+            self.latest.borrow_and_update();
+            if let Err(e) = self.fill().await {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            changed = self.latest.changed() => {
+                if changed.is_err() {
+                    // The listener is gone (store dropped): fall back to polling.
+                    tokio::time::sleep(self.poll).await;
+                }
+            }
+            _ = tokio::time::sleep(self.poll) => {}
+        }
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        let rows: Vec<EventRow> = sqlx::query_as(sql::EVENTS)
+            .bind(i64::try_from(self.last).unwrap_or(i64::MAX))
+            .bind(self.kind.map(Kind::as_str))
+            .bind(EVENT_PAGE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error::map)?;
+        let Some(&(current, oldest, ..)) = rows.first() else {
+            return Err(Error::internal("store_revision row is missing"));
+        };
+        if let Some(oldest) = oldest.map(to_u64)
+            && self.last + 1 < oldest
+        {
+            return Err(Error::new(
+                ErrorKind::Gone,
+                format!(
+                    "watch fell behind: revision {} is no longer retained (oldest {oldest}); re-list and watch again",
+                    self.last
+                ),
+            ));
+        }
+        let mut count = 0;
+        for (_, _, revision, event_type, payload) in rows {
+            let (Some(revision), Some(event_type), Some(Json(object))) =
+                (revision, event_type, payload)
+            else {
+                continue;
+            };
+            let event_type = match event_type.as_str() {
+                "added" => WatchEventType::Added,
+                "deleted" => WatchEventType::Deleted,
+                _ => WatchEventType::Updated,
+            };
+            count += 1;
+            self.last = to_u64(revision);
+            self.buffer.push_back(WatchEvent {
+                revision: to_u64(revision),
+                event_type,
+                object,
+            });
+        }
+        self.more = count >= EVENT_PAGE;
+        if !self.more {
+            // Everything up to `current` of this kind has been read (same snapshot).
+            self.last = self.last.max(to_u64(current));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        self.timed("ping", async {
+            sqlx::query("SELECT 1")
+                .execute(&self.inner.pool)
+                .await
+                .map_err(error::map)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
+        self.timed("get", async {
+            let row: Option<(Json<Object>,)> = sqlx::query_as(sql::q(&sql::for_kind(kind).get))
+                .bind(scoped_key(namespace, name))
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(error::map)?;
+            row.map(|(Json(o),)| o)
+                .ok_or_else(|| versioning::not_found(kind, namespace, name))
+        })
+        .await
+    }
+
+    async fn list(&self, kind: Kind, options: &ListOptions) -> Result<ObjectList> {
+        self.timed("list", async {
+            let (must, must_not) = label_objects(options);
+            let limit = options
+                .limit
+                .filter(|l| *l > 0)
+                .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+            let rows: Vec<(Json<Object>,)> = sqlx::query_as(sql::q(&sql::for_kind(kind).list))
+                .bind(options.namespace.as_deref())
+                .bind(options.after.as_deref())
+                .bind(must)
+                .bind(must_not)
+                .bind(limit)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(error::map)?;
+            let items = rows.into_iter().map(|(Json(o),)| o).collect();
+            Ok(versioning::page(items, options.limit))
+        })
+        .await
+    }
+
+    async fn create(&self, object: Object) -> Result<Object> {
+        self.timed("create", async {
+            let now = self.inner.clock.now();
+            let created = versioning::prepare_create(object, None, now)?;
+            // One statement, no explicit transaction: the primary key rejects a second create.
+            let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
+            match self.write(&mut conn, Write::Insert, &created, now).await {
+                Ok(_) => Ok(created),
+                Err(e) if error::is_unique_violation(&e) => Err(Error::conflict(format!(
+                    "{} \"{}\" already exists",
+                    created.kind,
+                    created.key()
+                ))),
+                Err(e) => Err(error::map(e)),
+            }
+        })
+        .await
+    }
+
+    async fn update(&self, object: Object) -> Result<Object> {
+        self.timed("update", async {
+            let now = self.inner.clock.now();
+            let mut tx = self.begin().await?;
+            let current =
+                Self::lock_existing(&mut tx, object.kind, object.namespace(), object.name())
+                    .await?;
+            let updated = versioning::prepare_update(object, &current, true)?;
+            self.commit_update(tx, updated, now).await
+        })
+        .await
+    }
+
+    async fn upsert(&self, object: Object) -> Result<(Object, bool)> {
+        self.timed("upsert", async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let now = self.inner.clock.now();
+                let mut tx = self.begin().await?;
+                let current = Self::lock(&mut tx, object.kind, &object.key()).await?;
+                let (result, op) = match &current {
+                    Some(current) => (
+                        versioning::prepare_update(object.clone(), current, false)?,
+                        Write::Update,
+                    ),
+                    None => {
+                        let mut fresh = object.clone();
+                        fresh.metadata.resource_version.clear();
+                        (versioning::prepare_create(fresh, None, now)?, Write::Insert)
+                    }
+                };
+                match self.write(&mut tx, op, &result, now).await {
+                    Ok(_) => {}
+                    // Lost a race with a concurrent create: retry as an update.
+                    Err(e) if error::is_unique_violation(&e) && attempt < UPSERT_ATTEMPTS => {
+                        continue;
+                    }
+                    Err(e) => return Err(error::map(e)),
+                }
+                tx.commit().await.map_err(error::map)?;
+                return Ok((result, current.is_none()));
+            }
+        })
+        .await
+    }
+
+    async fn update_status(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        expected_resource_version: Option<&str>,
+        status: Value,
+    ) -> Result<Object> {
+        self.timed("update status", async {
+            let now = self.inner.clock.now();
+            let mut tx = self.begin().await?;
+            let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
+            let updated = versioning::prepare_status(&current, expected_resource_version, status)?;
+            self.commit_update(tx, updated, now).await
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        expected_resource_version: Option<&str>,
+    ) -> Result<Object> {
+        self.timed("delete", async {
+            let now = self.inner.clock.now();
+            let mut tx = self.begin().await?;
+            let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
+            versioning::check_expected(&current, expected_resource_version)?;
+            self.write(&mut tx, Write::Delete, &current, now)
+                .await
+                .map_err(error::map)?;
+            tx.commit().await.map_err(error::map)?;
+            Ok(current)
+        })
+        .await
+    }
+
+    async fn current_revision(&self) -> Result<u64> {
+        self.timed("current revision", async { Ok(self.head().await?.0) })
+            .await
+    }
+
+    async fn watch(
+        &self,
+        kind: Option<Kind>,
+        after_revision: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
+        // Start listening before reading the head, so no notification falls in between.
+        let latest = self.notifier();
+        let (current, oldest) = self.timed("watch", self.head()).await?;
+        let last = match after_revision {
+            None => current,
+            Some(after) => {
+                if after > current {
+                    return Err(Error::new(
+                        ErrorKind::Gone,
+                        format!("revision {after} is in the future (current {current})"),
+                    ));
+                }
+                let oldest = oldest.unwrap_or(current + 1);
+                if after + 1 < oldest {
+                    return Err(Error::new(
+                        ErrorKind::Gone,
+                        format!("revision {after} is no longer retained (oldest {oldest})"),
+                    ));
+                }
+                after
+            }
+        };
+        let state = WatchState {
+            pool: self.inner.pool.clone(),
+            kind,
+            last,
+            buffer: VecDeque::new(),
+            latest,
+            poll: self.inner.options.watch_poll_interval,
+            // Replay (or an immediate first read) without waiting.
+            more: after_revision.is_some_and(|a| a < current),
+            done: false,
+        };
+        Ok(stream::unfold(state, |mut state| async move {
+            state.next().await.map(|item| (item, state))
+        })
+        .boxed())
+    }
+
+    async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {
+        self.timed("claim task", async {
+            let now = self.inner.clock.now();
+            let region = request.region.trim().to_lowercase();
+            let models: Vec<String> = request
+                .supported_models
+                .iter()
+                .map(|m| m.trim().to_lowercase())
+                .collect();
+            let worker = request.worker_id.to_lowercase();
+            let mut skipped: Vec<String> = Vec::new();
+            let mut tx = self.begin().await?;
+            for _ in 0..MAX_CLAIM_CANDIDATES {
+                let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
+                    .bind(now)
+                    .bind(request.namespace.as_deref())
+                    .bind(&region)
+                    .bind(request.gpu)
+                    .bind(&models)
+                    .bind(&worker)
+                    .bind(&skipped)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(error::map)?;
+                let Some((Json(mut task),)) = row else {
+                    break;
+                };
+                // The SQL filter approximates the rules; the shared functions decide.
+                if !task_queue::is_claimable(&task, now)
+                    || !task_queue::matches_worker(&task, request)
+                {
+                    skipped.push(task.key());
+                    continue;
+                }
+                task_queue::apply_claim(&mut task, request, now);
+                versioning::bump(&mut task);
+                return self.commit_update(tx, task, now).await.map(Some);
+            }
+            tx.rollback().await.map_err(error::map)?;
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn renew_task_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Object> {
+        self.timed("renew task lease", async {
+            let now = self.inner.clock.now();
+            let mut tx = self.begin().await?;
+            let mut task = Self::lock_existing(&mut tx, Kind::Task, namespace, name).await?;
+            versioning::check_holder(&task, worker_id)?;
+            task_queue::apply_renewal(&mut task, lease, now);
+            versioning::bump(&mut task);
+            self.commit_update(tx, task, now).await
+        })
+        .await
+    }
+
+    async fn release_task(&self, namespace: &str, name: &str, worker_id: &str) -> Result<Object> {
+        self.timed("release task", async {
+            let now = self.inner.clock.now();
+            let mut tx = self.begin().await?;
+            let mut task = Self::lock_existing(&mut tx, Kind::Task, namespace, name).await?;
+            versioning::check_holder(&task, worker_id)?;
+            task_queue::apply_release(&mut task);
+            versioning::bump(&mut task);
+            self.commit_update(tx, task, now).await
+        })
+        .await
+    }
+
+    async fn append_task_log(&self, namespace: &str, name: &str, entry: &str) -> Result<()> {
+        self.timed("append task log", async {
+            let result = sqlx::query(sql::APPEND_LOG)
+                .bind(scoped_key(namespace, name))
+                .bind(entry)
+                .bind(self.inner.clock.now())
+                .execute(&self.inner.pool)
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if error::is_foreign_key_violation(&e) => {
+                    Err(versioning::not_found(Kind::Task, namespace, name))
+                }
+                Err(e) => Err(error::map(e)),
+            }
+        })
+        .await
+    }
+
+    async fn task_logs(&self, namespace: &str, name: &str, limit: usize) -> Result<Vec<String>> {
+        self.timed("task logs", async {
+            let key = scoped_key(namespace, name);
+            let lines: Vec<String> = sqlx::query_scalar(sql::TASK_LOGS)
+                .bind(&key)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(error::map)?;
+            if lines.is_empty() {
+                let exists: bool = sqlx::query_scalar(sql::TASK_EXISTS)
+                    .bind(&key)
+                    .fetch_one(&self.inner.pool)
+                    .await
+                    .map_err(error::map)?;
+                if !exists {
+                    return Err(versioning::not_found(Kind::Task, namespace, name));
+                }
+            }
+            Ok(lines)
+        })
+        .await
+    }
+}

@@ -1,0 +1,140 @@
+//! SQL text. Table names come from [`Kind::table`] (constants), never from input; everything
+//! else is a bind parameter.
+
+use orloj_core::Kind;
+use sqlx::AssertSqlSafe;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+/// The NOTIFY channel the `store_events` trigger publishes revisions on.
+pub(crate) const EVENTS_CHANNEL: &str = "orloj_store_events";
+
+/// Statements for one kind's table.
+pub(crate) struct KindSql {
+    pub get: Arc<str>,
+    pub lock: Arc<str>,
+    pub list: Arc<str>,
+    pub insert: Arc<str>,
+    pub update: Arc<str>,
+    pub delete: Arc<str>,
+}
+
+/// Wraps a statement for `sqlx::query`; sqlx caches the prepared statement per connection.
+pub(crate) fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
+    AssertSqlSafe(Arc::clone(sql))
+}
+
+/// Bumps the store revision (taking the row lock that orders all writers), records the event
+/// and prunes events older than the retention window ($7), all in the caller's statement.
+/// Parameters shared by every write: $1 key, $2 payload, $3 now, $4 kind, $5 namespace,
+/// $6 name, $7 retention. Tasks add $8 lease_until, $9 next_attempt_at.
+fn write_prefix(event_type: &str) -> String {
+    format!(
+        "WITH rev AS (UPDATE store_revision SET revision = revision + 1 RETURNING revision), \
+         pruned AS (DELETE FROM store_events WHERE revision <= (SELECT revision FROM rev) - $7), \
+         ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
+                SELECT revision, $4, $5, $6, '{event_type}', $2, $3 FROM rev)"
+    )
+}
+
+fn build(kind: Kind) -> KindSql {
+    let t = kind.table();
+    let task = kind == Kind::Task;
+    let (task_cols, task_vals, task_set) = if task {
+        (
+            ", lease_until, next_attempt_at",
+            ", $8, $9",
+            ", lease_until = $8, next_attempt_at = $9",
+        )
+    } else {
+        ("", "", "")
+    };
+    let s = |text: String| -> Arc<str> { Arc::from(text) };
+    KindSql {
+        get: s(format!("SELECT payload FROM {t} WHERE name = $1")),
+        lock: s(format!(
+            "SELECT payload FROM {t} WHERE name = $1 FOR UPDATE"
+        )),
+        // $1 namespace, $2 after, $3 label objects that must be contained, $4 label objects that
+        // must not be, $5 limit (NULL = all).
+        list: s(format!(
+            "SELECT payload FROM {t} \
+             WHERE ($1::text IS NULL OR namespace = $1) \
+               AND ($2::text IS NULL OR name > $2) \
+               AND coalesce(payload -> 'metadata' -> 'labels', '{{}}'::jsonb) @> ALL($3::jsonb[]) \
+               AND NOT (coalesce(payload -> 'metadata' -> 'labels', '{{}}'::jsonb) @> ANY($4::jsonb[])) \
+             ORDER BY name LIMIT $5"
+        )),
+        insert: s(format!(
+            "{}, w AS (INSERT INTO {t} (name, payload, revision, created_at, updated_at{task_cols}) \
+                      SELECT $1, $2, revision, $3, $3{task_vals} FROM rev) \
+             SELECT revision FROM rev",
+            write_prefix("added")
+        )),
+        update: s(format!(
+            "{}, w AS (UPDATE {t} SET payload = $2, revision = rev.revision, updated_at = $3{task_set} \
+                      FROM rev WHERE {t}.name = $1) \
+             SELECT revision FROM rev",
+            write_prefix("updated")
+        )),
+        delete: s(format!(
+            "{}, w AS (DELETE FROM {t} WHERE name = $1) SELECT revision FROM rev",
+            write_prefix("deleted")
+        )),
+    }
+}
+
+static KIND_SQL: LazyLock<HashMap<Kind, KindSql>> =
+    LazyLock::new(|| Kind::ALL.iter().map(|k| (*k, build(*k))).collect());
+
+/// The statements for `kind`.
+pub(crate) fn for_kind(kind: Kind) -> &'static KindSql {
+    // Every kind is in the map: it is built from Kind::ALL.
+    &KIND_SQL[&kind]
+}
+
+/// One claim candidate (spec §5.3), with the worker hints applied in SQL so the first row
+/// usually fits. $1 now, $2 namespace (NULL = any), $3 region (lowercased), $4 has gpu,
+/// $5 supported models (lowercased; empty = any), $6 worker id (lowercased), $7 keys to skip.
+pub(crate) const CLAIM: &str = "SELECT payload FROM tasks \
+    WHERE mode <> 'template' \
+      AND status_phase IN ('', 'pending', 'running') \
+      AND ((status_phase IN ('', 'pending') AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
+        OR (status_phase = 'running' AND (claimed_by = '' OR lease_until IS NULL OR lease_until <= $1))) \
+      AND ($2::text IS NULL OR namespace = $2) \
+      AND (req_region = '' OR req_region = $3) \
+      AND (NOT req_gpu OR $4) \
+      AND (req_model = '' OR cardinality($5::text[]) = 0 OR req_model = ANY($5)) \
+      AND (status_phase = 'running' OR assigned_worker = '' OR lower(assigned_worker) = $6) \
+      AND name <> ALL($7::text[]) \
+    ORDER BY revision \
+    LIMIT 1 \
+    FOR UPDATE SKIP LOCKED";
+
+/// The current revision and the oldest retained event.
+pub(crate) const HEAD: &str =
+    "SELECT revision, (SELECT min(revision) FROM store_events) FROM store_revision";
+
+/// A page of events after $1 (of kind $2, NULL = all, at most $3), with the head it was read
+/// at; one statement, so head and events come from the same snapshot.
+pub(crate) const EVENTS: &str = "SELECT h.current, h.oldest, e.revision, e.event_type, e.payload \
+    FROM (SELECT revision AS current, (SELECT min(revision) FROM store_events) AS oldest \
+          FROM store_revision) h \
+    LEFT JOIN LATERAL ( \
+        SELECT revision, event_type, payload FROM store_events \
+        WHERE revision > $1 AND revision <= h.current AND ($2::text IS NULL OR kind = $2) \
+        ORDER BY revision LIMIT $3 \
+    ) e ON TRUE \
+    ORDER BY e.revision";
+
+/// Appends a log line: $1 task key, $2 entry, $3 now.
+pub(crate) const APPEND_LOG: &str =
+    "INSERT INTO task_logs (task_name, entry, created_at) VALUES ($1, $2, $3)";
+
+/// The latest $2 log lines of task $1, oldest first.
+pub(crate) const TASK_LOGS: &str = "SELECT entry FROM \
+    (SELECT id, entry FROM task_logs WHERE task_name = $1 ORDER BY id DESC LIMIT $2) l \
+    ORDER BY id";
+
+/// Whether task $1 exists.
+pub(crate) const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE name = $1)";

@@ -1,0 +1,399 @@
+//! The Store conformance suite on [`PostgresStore`], plus Postgres-specific behaviour.
+//!
+//! Needs a server: `TEST_DATABASE_URL=postgres://user@host:port/db` (any database; each test
+//! creates and drops its own `orloj_t_<random>` database). Without it the tests print a skip
+//! message and pass, unless `CI` is set, where they fail.
+
+use futures::StreamExt;
+use orloj_core::{ErrorKind, Kind, ManualClock, Object, Store};
+use orloj_store::{PostgresOptions, PostgresStore};
+use serde_json::json;
+use sqlx::Connection;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn admin_url() -> Option<String> {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TEST_DATABASE_URL is not set but CI is: the Postgres store tests must not be skipped in CI"
+            );
+            eprintln!("skipping Postgres store test: TEST_DATABASE_URL is not set");
+            None
+        }
+    }
+}
+
+/// `url` with its database replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// A fresh database, dropped (with FORCE) when this goes out of scope.
+struct TestDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn create() -> Option<Self> {
+        let admin = admin_url()?;
+        let name = format!("orloj_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to TEST_DATABASE_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let url = with_database(&admin, &name);
+        Some(Self { admin, name, url })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a separate thread with its own runtime.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .map(|_| ())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+fn options(retention: Option<usize>) -> PostgresOptions {
+    PostgresOptions {
+        max_open_conns: 8,
+        event_retention: retention.map_or(10_000, |r| r as u64),
+        watch_poll_interval: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+async fn make(
+    clock: Arc<ManualClock>,
+    retention: Option<usize>,
+) -> Option<(Arc<dyn Store>, TestDb)> {
+    let db = TestDb::create().await?;
+    let store = PostgresStore::connect(&db.url, options(retention), clock)
+        .await
+        .expect("connect to the test database");
+    Some((Arc::new(store), db))
+}
+
+orloj_store::store_conformance_tests!(make);
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(orloj_store::conformance::start_clock())
+}
+
+#[tokio::test]
+async fn data_survives_a_new_store() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let clock = clock();
+    let first = PostgresStore::connect(&db.url, options(None), clock.clone())
+        .await
+        .expect("connect");
+    first
+        .create(Object::new(Kind::Task, "ns", "t"))
+        .await
+        .expect("create");
+    let stored = first
+        .update_status(Kind::Task, "ns", "t", None, json!({"phase": "Pending"}))
+        .await
+        .expect("status");
+    first
+        .append_task_log("ns", "t", "hello")
+        .await
+        .expect("log");
+    first.close().await;
+    drop(first);
+
+    let second = PostgresStore::connect(&db.url, options(None), clock)
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        second.get(Kind::Task, "ns", "t").await.expect("get"),
+        stored
+    );
+    assert_eq!(
+        second.task_logs("ns", "t", 10).await.expect("logs"),
+        ["hello"]
+    );
+    assert_eq!(second.current_revision().await.expect("revision"), 2);
+    let mut replay = second.watch(None, Some(0)).await.expect("watch");
+    let first_event = tokio::time::timeout(Duration::from_secs(5), replay.next())
+        .await
+        .expect("event")
+        .expect("open")
+        .expect("ok");
+    assert_eq!(first_event.revision, 1);
+    let next = second
+        .create(Object::new(Kind::Agent, "ns", "a"))
+        .await
+        .expect("create");
+    assert_eq!(next.metadata.resource_version, "1");
+    assert_eq!(second.current_revision().await.expect("revision"), 3);
+}
+
+#[tokio::test]
+async fn unreachable_server_is_unavailable_quickly() {
+    let started = Instant::now();
+    let opts = PostgresOptions {
+        acquire_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let err = PostgresStore::connect(
+        "postgres://postgres@127.0.0.1:1/orloj",
+        opts.clone(),
+        clock(),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("store unavailable:"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A store whose server goes away answers Unavailable too, without hanging.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/orloj")
+        .expect("lazy pool");
+    let store = PostgresStore::from_pool(pool, opts, clock());
+    let started = Instant::now();
+    let err = store
+        .get(Kind::Agent, "default", "a")
+        .await
+        .expect_err("unreachable");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().starts_with("store unavailable:"), "{err}");
+    assert_eq!(
+        store.ping().await.expect_err("ping").kind(),
+        ErrorKind::Unavailable
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn closed_pool_is_unavailable() {
+    let Some((store, _db)) = make(clock(), None).await else {
+        return;
+    };
+    store
+        .create(Object::new(Kind::Agent, "ns", "a"))
+        .await
+        .expect("create");
+    let mut watch = store.watch(None, None).await.expect("watch");
+    let pg = PostgresStore::connect(&_db.url, options(None), clock())
+        .await
+        .expect("connect");
+    pg.close().await;
+    let err = pg.get(Kind::Agent, "ns", "a").await.expect_err("closed");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    // The other store is unaffected and its watch still works.
+    store
+        .create(Object::new(Kind::Agent, "ns", "b"))
+        .await
+        .expect("create");
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("event")
+        .expect("open")
+        .expect("ok");
+    assert_eq!(event.object.key(), "ns/b");
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_concurrently() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(&db.url, options(None), clock()),
+        PostgresStore::connect(&db.url, options(None), clock()),
+    );
+    let a = a.expect("first starter");
+    let b = b.expect("concurrent starter");
+    PostgresStore::migrate(a.pool())
+        .await
+        .expect("migrate again");
+    PostgresStore::migrate(b.pool()).await.expect("and again");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(a.pool())
+        .await
+        .expect("count");
+    assert_eq!(
+        applied,
+        orloj_store::postgres::MIGRATOR.iter().count() as i64
+    );
+    a.create(Object::new(Kind::Agent, "ns", "x"))
+        .await
+        .expect("create");
+    assert_eq!(
+        b.get(Kind::Agent, "ns", "x")
+            .await
+            .expect("get")
+            .metadata
+            .resource_version,
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn indexed_columns_follow_the_payload() {
+    let Some((_, db)) = make(clock(), None).await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.url, options(None), clock())
+        .await
+        .expect("connect");
+    let mut t = Object::new(Kind::Task, "ns", "t");
+    t.spec = json!({"system": "sys", "mode": "run", "priority": "high",
+                    "requirements": {"region": "EU", "gpu": true}});
+    store.create(t).await.expect("create");
+    let claim = orloj_core::ClaimRequest {
+        worker_id: "w1".into(),
+        lease: Duration::from_secs(30),
+        region: "eu".into(),
+        gpu: true,
+        supported_models: vec![],
+        namespace: None,
+    };
+    let claimed = store
+        .claim_task(&claim)
+        .await
+        .expect("claim")
+        .expect("a task");
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        bool,
+        Option<chrono::DateTime<chrono::Utc>>,
+        String,
+    );
+    let row: Row = sqlx::query_as(
+        "SELECT namespace, status_phase, system_ref, priority, claimed_by, req_region, req_gpu, \
+                lease_until, spec_hash FROM tasks WHERE name = 'ns/t'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("row");
+    assert_eq!(
+        (&*row.0, &*row.1, &*row.2, &*row.3, &*row.4, &*row.5, row.6),
+        ("ns", "running", "sys", "high", "w1", "eu", true)
+    );
+    let lease = claimed.status["leaseUntil"].as_str().expect("leaseUntil");
+    assert_eq!(
+        row.7.map(orloj_core::task_queue::format_time).as_deref(),
+        Some(lease)
+    );
+    assert_eq!(row.8.len(), 64, "sha256 hex");
+
+    store
+        .update_status(Kind::Task, "ns", "t", None, json!({"phase": "Succeeded"}))
+        .await
+        .expect("status");
+    let (phase, lease): (String, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT status_phase, lease_until FROM tasks WHERE name = 'ns/t'")
+            .fetch_one(store.pool())
+            .await
+            .expect("row");
+    assert_eq!((phase.as_str(), lease), ("succeeded", None));
+}
+
+#[tokio::test]
+async fn bad_objects_are_invalid_not_internal() {
+    let Some((store, _db)) = make(clock(), None).await else {
+        return;
+    };
+    let long = "n".repeat(300);
+    let err = store
+        .create(Object::new(Kind::Agent, "ns", &long))
+        .await
+        .expect_err("name too long");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    let mut nul = Object::new(Kind::Agent, "ns", "nul");
+    nul.spec = json!({"prompt": "a\u{0}b"});
+    let err = store.create(nul).await.expect_err("NUL in JSONB");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert_eq!(
+        store.current_revision().await.expect("revision"),
+        0,
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn watch_sees_writes_of_another_store() {
+    let Some((watcher, db)) = make(clock(), None).await else {
+        return;
+    };
+    let writer = PostgresStore::connect(&db.url, options(None), clock())
+        .await
+        .expect("connect");
+    let mut stream = watcher.watch(Some(Kind::Task), None).await.expect("watch");
+    // Give the LISTEN connection a moment so this exercises NOTIFY rather than polling.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    writer
+        .create(Object::new(Kind::Task, "ns", "t"))
+        .await
+        .expect("create");
+    let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("event")
+        .expect("open")
+        .expect("ok");
+    assert_eq!(event.object.key(), "ns/t");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
