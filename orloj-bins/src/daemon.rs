@@ -5,8 +5,15 @@ use crate::telemetry::{LogFormat, LogLevel};
 use anyhow::{Context, bail};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use orloj_core::{Clock, Store, SystemClock};
+use orloj_runtime::api::{ApiConfig, ApiState, router};
+use orloj_runtime::controllers::StatusController;
+use orloj_store::{MemoryStore, PostgresOptions, PostgresStore};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Which store holds the resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,6 +161,73 @@ impl OrlojdArgs {
             LogLevel::Debug
         } else {
             self.log_level
+        }
+    }
+}
+
+/// Opens the configured store.
+pub async fn open_store(args: &OrlojdArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
+    match args.storage_backend {
+        StorageBackend::Memory => {
+            tracing::warn!("storage backend is memory: nothing survives a restart");
+            Ok(Arc::new(MemoryStore::new(clock)))
+        }
+        StorageBackend::Postgres => {
+            let dsn = args.postgres_dsn.as_deref().unwrap_or_default();
+            let options = PostgresOptions {
+                max_open_conns: args.postgres_max_open_conns,
+                max_idle_conns: args.postgres_max_idle_conns,
+                conn_max_lifetime: args.postgres_conn_max_lifetime,
+                ..PostgresOptions::default()
+            };
+            let store = PostgresStore::connect(dsn, options, clock)
+                .await
+                .context("cannot open the Postgres store")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Runs the server until SIGTERM/Ctrl-C, then drains within `--shutdown-timeout`.
+pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&args, clock.clone()).await?;
+    let state = ApiState::new(store.clone(), clock.clone()).with_config(ApiConfig::default());
+    let app = router(state);
+    let listener = bind(args.addr).await?;
+    tracing::info!(addr = %args.addr, backend = ?args.storage_backend, version = env!("CARGO_PKG_VERSION"), "orlojd listening");
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(
+        StatusController::new(store, clock, args.reconcile_interval).run(cancel.child_token()),
+    );
+
+    let shutdown = cancel.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        shutdown.cancel();
+    });
+    let drain = args.shutdown_timeout;
+    let serving = tokio::spawn(async move { server.await });
+    cancel.cancelled().await;
+    tracker.close();
+    match tokio::time::timeout(drain, async {
+        let served = serving.await;
+        tracker.wait().await;
+        served
+    })
+    .await
+    {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("orlojd stopped");
+            Ok(())
+        }
+        Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("server failed")),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context("server task failed")),
+        Err(_) => {
+            tracing::warn!(timeout = ?drain, "drain deadline passed; exiting with requests still open");
+            Ok(())
         }
     }
 }

@@ -4,5 +4,6 @@
 //! (the client). Each `main` is short; the configuration types and wiring live here so they
 //! can be tested.
 
+pub mod ctl;
 pub mod daemon;
 pub mod telemetry;

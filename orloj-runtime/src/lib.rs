@@ -1,3 +1,39 @@
 //! # orloj-runtime
 //!
-//! Everything that runs: the REST API router, controllers and workers.
+//! Everything that runs. Today that is the control plane's HTTP surface:
+//!
+//! * [`api`]: the REST API v1 as an [`axum::Router`] — CRUD for every kind with optimistic
+//!   concurrency, status subresources, tool-approval decisions, task logs/messages/metrics, SSE
+//!   watches, `/healthz`, `/v1/capabilities`, `/v1/namespaces` and a generated
+//!   `/openapi.json`. Mount it in your own service or serve it with `orlojd`.
+//! * [`controllers`]: status controllers (Pending → Ready, stale workers → NotReady).
+//! * [`events`]: the control-plane event bus behind `/v1/events/watch`.
+//!
+//! The router is built over any [`orloj_core::Store`]; embedders add their own layers (auth,
+//! CORS, rate limits) around it.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode};
+//! use orloj_core::SystemClock;
+//! use orloj_runtime::api::{ApiState, router};
+//! use orloj_store::MemoryStore;
+//! use tower::ServiceExt;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let clock = Arc::new(SystemClock);
+//! let store = Arc::new(MemoryStore::new(clock.clone()));
+//! let app = router(ApiState::new(store, clock));
+//! let response = app
+//!     .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert!(response.headers().contains_key("x-request-id"));
+//! # });
+//! ```
+
+pub mod api;
+pub mod controllers;
+pub mod events;

@@ -1,0 +1,220 @@
+//! Test harness: real `orlojd` processes and `orlojctl` invocations.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The reference's data files, when the shared folder is beside the checkout.
+pub fn upstream_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/upstream");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipping: {} is absent", dir.display());
+        None
+    }
+}
+
+/// A Postgres DSN for a fresh database, or None (skip) when TEST_DATABASE_URL is unset.
+/// Under CI the variable must be set.
+pub fn fresh_database() -> Option<String> {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but TEST_DATABASE_URL is not: Postgres tests must not be skipped in CI"
+        );
+        eprintln!("skipping: TEST_DATABASE_URL is unset (source .ci/services.sh to run this)");
+        return None;
+    };
+    let name = format!(
+        "orloj_e2e_{}_{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_suffix()
+    );
+    let status = Command::new("psql")
+        .args([url.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("psql runs");
+    assert!(status.success(), "CREATE DATABASE {name} failed");
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
+    Some(format!("{base}/{name}"))
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `orlojd`, killed on drop; its stderr goes to a log file.
+pub struct Orlojd {
+    child: Child,
+    /// Base URL, e.g. http://127.0.0.1:PORT.
+    pub url: String,
+    /// Where its log lines go.
+    pub log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Orlojd {
+    /// Starts orlojd with extra args and waits for /healthz.
+    pub fn start(extra: &[&str]) -> Orlojd {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("orlojd.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_orlojd"))
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--log-format", "text"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("orlojd starts");
+        let mut d = Orlojd {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log_path,
+            _dir: dir,
+        };
+        d.wait_healthy();
+        d
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("orlojd exited early ({status}):\n{}", self.log());
+            }
+            if http_get(&self.url, "/healthz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("orlojd did not become healthy:\n{}", self.log());
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "orlojd ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs orlojctl against this server.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl(&self.url, args)
+    }
+}
+
+impl Drop for Orlojd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs orlojctl against `server` with a private config path.
+pub fn ctl(server: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orlojctl"))
+        .args(["--server", server])
+        .args(args)
+        .env("ORLOJCTL_CONFIG", "/nonexistent/orlojctl-test-config.json")
+        .env_remove("ORLOJ_API_TOKEN")
+        .env_remove("ORLOJCTL_API_TOKEN")
+        .output()
+        .expect("orlojctl runs")
+}
+
+/// stdout of a successful orlojctl run; panics with both streams otherwise.
+pub fn ok(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// A minimal blocking HTTP/1.1 GET; returns (status, body).
+pub fn http_get(base: &str, path: &str) -> Option<(u16, String)> {
+    http(base, "GET", path, &[], None)
+}
+
+/// A minimal blocking HTTP/1.1 request; returns (status, body).
+pub fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    use std::io::Write;
+    let host = base.strip_prefix("http://")?;
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let body = body.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

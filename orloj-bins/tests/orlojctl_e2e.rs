@@ -1,0 +1,395 @@
+//! orlojctl against a real orlojd (in-memory store) on a free port.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running orlojd, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    config: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+fn start() -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_orlojd"))
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--storage-backend",
+            "memory",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn orlojd");
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        config: tempfile::tempdir().expect("tempdir"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !healthy(port) {
+        assert!(Instant::now() < deadline, "orlojd did not become healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+impl Server {
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_orlojctl"))
+            .arg("--server")
+            .arg(&self.url)
+            .args(args)
+            .env("ORLOJCTL_CONFIG", self.config.path().join("config.json"))
+            .env_remove("ORLOJCTL_SERVER")
+            .env_remove("ORLOJ_SERVER")
+            .env_remove("ORLOJCTL_API_TOKEN")
+            .env_remove("ORLOJ_API_TOKEN")
+            .output()
+            .expect("run orlojctl")
+    }
+
+    /// Runs and asserts the exit code; returns stdout.
+    fn ok(&self, args: &[&str], code: i32) -> String {
+        let o = self.ctl(args);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "orlojctl {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn blueprint() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/blueprints/pipeline")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn health_and_status() {
+    let s = start();
+    assert!(s.ok(&["health"], 0).starts_with("ok"));
+    let out = s.ok(&["status"], 0);
+    assert!(out.contains(&format!("Server:       {}", s.url)), "{out}");
+    assert!(out.contains("Health:       ok"), "{out}");
+    assert!(out.contains("Namespaces:"), "{out}");
+    assert!(out.contains("core.api.crud"), "{out}");
+}
+
+#[test]
+fn apply_get_diff_delete_round_trip() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bp = dir.path().join("pipeline");
+    copy_dir(&blueprint(), &bp);
+    let bp_s = bp.display().to_string();
+
+    // Dry run against an empty server: everything would be created, the task is skipped.
+    let out = s.ok(&["apply", "-f", &bp_s, "--dry-run"], 0);
+    assert!(
+        out.contains("agent/pipeline-planner created (dry run)"),
+        "{out}"
+    );
+    assert!(out.contains("skipped task/pipeline-brief"), "{out}");
+    assert!(
+        out.contains("5 object(s) checked (dry run): 5 created"),
+        "{out}"
+    );
+    assert!(
+        s.ok(&["get", "agents", "-o", "json"], 0)
+            .contains("\"items\": []")
+    );
+
+    let out = s.ok(&["apply", "-f", &bp_s], 0);
+    assert!(out.contains("agentsystem/pipeline created"), "{out}");
+    assert!(out.contains("modelendpoint/pipeline-mock created"), "{out}");
+    assert!(!out.contains("task/pipeline-brief created"), "{out}");
+    assert!(out.contains("1 runnable task(s) skipped"), "{out}");
+
+    // Applying again changes nothing; diff agrees.
+    let out = s.ok(&["apply", "-f", &bp_s, "--dry-run"], 0);
+    assert!(out.contains("5 unchanged"), "{out}");
+    assert_eq!(s.ok(&["diff", "-f", &bp_s], 0), "");
+
+    // get: table, single object, aliases, yaml.
+    let out = s.ok(&["get", "agents"], 0);
+    let header = out.lines().next().unwrap_or("");
+    assert!(
+        header.starts_with("NAME") && header.contains("MODEL"),
+        "{out}"
+    );
+    for a in ["pipeline-planner", "pipeline-research", "pipeline-writer"] {
+        assert!(out.contains(a), "{out}");
+    }
+    let one: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "agent", "pipeline-planner", "-o", "json"], 0))
+            .expect("json");
+    assert_eq!(one["spec"]["model_ref"], "pipeline-mock");
+    assert!(
+        s.ok(&["get", "systems", "pipeline", "-o", "yml"], 0)
+            .contains("kind: AgentSystem")
+    );
+    let out = s.ok(&["describe", "agentsystem", "pipeline"], 0);
+    assert!(out.starts_with("Name:             pipeline\n"), "{out}");
+    assert!(out.contains("---\n"), "{out}");
+
+    // A local change shows up in diff (exit 1) and as "configured".
+    let writer = bp.join("agents/writer.yaml");
+    let text = std::fs::read_to_string(&writer).expect("read");
+    std::fs::write(&writer, text.replace("max_steps: 3", "max_steps: 7")).expect("write");
+    let out = s.ok(&["diff", "-f", &writer.display().to_string()], 1);
+    assert!(
+        out.contains("-    max_steps: 3") && out.contains("+    max_steps: 7"),
+        "{out}"
+    );
+    let out = s.ok(&["apply", "-f", &bp_s, "--dry-run"], 0);
+    assert!(
+        out.contains("agent/pipeline-writer configured (dry run)"),
+        "{out}"
+    );
+    let out = s.ok(&["apply", "-f", &writer.display().to_string()], 0);
+    assert!(out.contains("agent/pipeline-writer configured"), "{out}");
+
+    // --run includes the task.
+    let out = s.ok(&["apply", "-f", &bp_s, "--run", "--dry-run"], 0);
+    assert!(
+        out.contains("task/pipeline-brief created (dry run)"),
+        "{out}"
+    );
+
+    // -n puts namespace-less objects into that namespace.
+    let out = s.ok(
+        &[
+            "-n",
+            "team-a",
+            "apply",
+            "-f",
+            &bp.join("model-endpoint.yaml").display().to_string(),
+        ],
+        0,
+    );
+    assert!(out.contains("created"), "{out}");
+    let out = s.ok(&["get", "model-endpoints", "-n", "team-a"], 0);
+    assert!(
+        out.contains("team-a") && out.contains("pipeline-mock"),
+        "{out}"
+    );
+
+    // delete, then get fails with the server's message.
+    assert!(
+        s.ok(&["delete", "agent", "pipeline-writer"], 0)
+            .contains("agent/pipeline-writer deleted")
+    );
+    let o = s.ctl(&["get", "agent", "pipeline-writer"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+    let o = s.ctl(&["delete", "agent", "pipeline-writer"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn apply_aggregates_errors_and_keeps_going() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("a-bad.yaml"),
+        "apiVersion: orloj.dev/v1\nkind: Agent\nmetadata:\n  name: bad\nspec:\n  prompt: x\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("b-good.yaml"),
+        "apiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata:\n  name: m\nspec:\n  provider: mock\n  default_model: mock-1\n",
+    )
+    .expect("write");
+    let o = s.ctl(&["apply", "-f", &dir.path().display().to_string()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("modelendpoint/m created"), "{out}");
+    assert!(out.contains("1 failed"), "{out}");
+    assert!(stderr(&o).contains("a-bad.yaml"), "{}", stderr(&o));
+}
+
+#[test]
+fn secrets_wait_logs_and_events() {
+    let s = start();
+    let out = s.ok(
+        &[
+            "create",
+            "secret",
+            "api-keys",
+            "--from-literal",
+            "token=abc",
+            "--from-literal",
+            "x=y",
+        ],
+        0,
+    );
+    assert!(out.contains("secret/api-keys created"), "{out}");
+    let out = s.ok(&["get", "secrets"], 0);
+    assert!(out.contains("api-keys"), "{out}");
+
+    // Waiting on a phase that never comes times out with exit 1.
+    let o = s.ctl(&[
+        "wait",
+        "secret/api-keys",
+        "--for",
+        "condition=Succeeded",
+        "--timeout",
+        "1s",
+        "--interval",
+        "200ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+
+    // Events: the secret creation was published (replayed with --since 0); --once returns
+    // after one event.
+    let out = s.ok(
+        &[
+            "events",
+            "--since",
+            "0",
+            "--once",
+            "--timeout",
+            "10s",
+            "--raw",
+            "--kind",
+            "secret",
+        ],
+        0,
+    );
+    let ev: serde_json::Value = serde_json::from_str(out.trim()).expect("raw event json");
+    assert_eq!(ev["name"], "api-keys");
+    assert!(
+        !out.contains("abc"),
+        "secret values never appear in events: {out}"
+    );
+}
+
+#[test]
+fn edit_watch_and_logs() {
+    use std::io::BufRead;
+    let s = start();
+    let bp = blueprint();
+    s.ok(&["apply", "-f", &bp.display().to_string(), "--run"], 0);
+
+    // edit: an editor that changes nothing cancels; one that changes a field PUTs it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        p
+    };
+    let noop = script("noop.sh", "exit 0");
+    let change = script("change.sh", "sed -i 's/max_steps: 3/max_steps: 9/' \"$1\"");
+    let edit = |editor: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_orlojctl"))
+            .args(["--server", &s.url, "edit", "agent", "pipeline-writer"])
+            .env("ORLOJCTL_CONFIG", s.config.path().join("config.json"))
+            .env_remove("VISUAL")
+            .env("EDITOR", editor)
+            .output()
+            .expect("run edit")
+    };
+    let o = edit(&noop);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no changes"), "{}", stderr(&o));
+    let before: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "agent", "pipeline-writer", "-o", "json"], 0))
+            .expect("json");
+    let o = edit(&change);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("agent/pipeline-writer edited"));
+    let after: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "agent", "pipeline-writer", "-o", "json"], 0))
+            .expect("json");
+    assert_eq!(after["spec"]["limits"]["max_steps"], 9);
+    assert_ne!(
+        after["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
+
+    // get -w: the snapshot arrives as ADDED lines.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orlojctl"))
+        .args(["--server", &s.url, "get", "tasks", "-w"])
+        .env("ORLOJCTL_CONFIG", s.config.path().join("config.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn watch");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read a watch line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("ADDED    task/default/pipeline-brief"),
+        "{line}"
+    );
+
+    // Watching a kind without a watch endpoint is a usage error.
+    let o = s.ctl(&["get", "model-endpoints", "-w"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // logs: the task exists, so the call succeeds (possibly with no entries yet).
+    s.ok(&["logs", "task/pipeline-brief"], 0);
+    let o = s.ctl(&["logs", "task/nope"]);
+    assert_eq!(o.status.code(), Some(1));
+}
