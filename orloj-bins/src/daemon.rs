@@ -53,7 +53,13 @@ pub struct OrlojdArgs {
     pub addr: SocketAddr,
 
     /// Log verbosity.
-    #[arg(long, env = "ORLOJ_LOG_LEVEL", value_enum, default_value = "info", ignore_case = true)]
+    #[arg(
+        long,
+        env = "ORLOJ_LOG_LEVEL",
+        value_enum,
+        default_value = "info",
+        ignore_case = true
+    )]
     pub log_level: LogLevel,
 
     /// Shorthand for `--log-level debug`.
@@ -61,7 +67,13 @@ pub struct OrlojdArgs {
     pub debug: bool,
 
     /// Log line format.
-    #[arg(long, env = "ORLOJ_LOG_FORMAT", value_enum, default_value = "json", ignore_case = true)]
+    #[arg(
+        long,
+        env = "ORLOJ_LOG_FORMAT",
+        value_enum,
+        default_value = "json",
+        ignore_case = true
+    )]
     pub log_format: LogFormat,
 
     /// Where resources are stored.
@@ -120,10 +132,12 @@ impl OrlojdArgs {
         }
         match self.storage_backend {
             StorageBackend::Postgres => {
-                if self.postgres_dsn.as_deref().is_none_or(|d| d.trim().is_empty()) {
-                    bail!(
-                        "--storage-backend postgres needs --postgres-dsn or ORLOJ_POSTGRES_DSN"
-                    );
+                if self
+                    .postgres_dsn
+                    .as_deref()
+                    .is_none_or(|d| d.trim().is_empty())
+                {
+                    bail!("--storage-backend postgres needs --postgres-dsn or ORLOJ_POSTGRES_DSN");
                 }
             }
             StorageBackend::Memory => {
@@ -166,7 +180,10 @@ impl OrlojdArgs {
 }
 
 /// Opens the configured store.
-pub async fn open_store(args: &OrlojdArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(
+    args: &OrlojdArgs,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn Store>> {
     match args.storage_backend {
         StorageBackend::Memory => {
             tracing::warn!("storage backend is memory: nothing survives a restart");

@@ -372,11 +372,14 @@ fn edit_watch_and_logs() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn watch");
-    let mut line = String::new();
     let stdout = child.stdout.take().expect("stdout");
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read a watch line");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     assert!(

@@ -13,7 +13,12 @@ fn bad_flags_fail_with_one_line_and_nonzero_exit() {
     for args in [
         vec!["--bogus-flag"],
         vec!["--storage-backend", "postgres"],
-        vec!["--storage-backend", "memory", "--postgres-dsn", "postgres://x/y"],
+        vec![
+            "--storage-backend",
+            "memory",
+            "--postgres-dsn",
+            "postgres://x/y",
+        ],
         vec!["--reconcile-interval", "often"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_orlojd"))
@@ -41,18 +46,23 @@ fn stale_put_is_rejected_and_watch_sees_changes_in_order() {
 
     // Open the watch first and read it on a thread.
     let mut stream = std::net::TcpStream::connect(&host).expect("connect");
-    write!(stream, "GET /v1/agents/watch HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n")
-        .expect("send watch");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    write!(
+        stream,
+        "GET /v1/agents/watch HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("send watch");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         let reader = BufReader::new(stream);
         for line in reader.lines() {
             let Ok(line) = line else { break };
-            if let Some(data) = line.strip_prefix("data:") {
-                if tx.send(data.trim().to_string()).is_err() {
-                    break;
-                }
+            if let Some(data) = line.strip_prefix("data:")
+                && tx.send(data.trim().to_string()).is_err()
+            {
+                break;
             }
         }
     });
@@ -65,12 +75,17 @@ fn stale_put_is_rejected_and_watch_sees_changes_in_order() {
         "\"name\":\"w1\"",
         "\"name\":\"w1\",\"resourceVersion\":\"1\"",
     );
-    let (code, body) = http(&server.url, "PUT", "/v1/agents/w1", &json, Some(&updated)).expect("put");
+    let (code, body) =
+        http(&server.url, "PUT", "/v1/agents/w1", &json, Some(&updated)).expect("put");
     assert_eq!(code, 200, "{body}");
     // The same precondition again is now stale.
-    let (code, body) = http(&server.url, "PUT", "/v1/agents/w1", &json, Some(&updated)).expect("stale put");
+    let (code, body) =
+        http(&server.url, "PUT", "/v1/agents/w1", &json, Some(&updated)).expect("stale put");
     assert_eq!(code, 409, "{body}");
-    assert!(body.contains("\"error\""), "JSON error body expected: {body}");
+    assert!(
+        body.contains("\"error\""),
+        "JSON error body expected: {body}"
+    );
     let (code, _) = http(&server.url, "GET", "/v1/agents/w1", &[], None).expect("get");
     assert_eq!(code, 200);
     let (code, _) = http(&server.url, "DELETE", "/v1/agents/w1", &[], None).expect("delete");

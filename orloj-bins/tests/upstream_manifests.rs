@@ -39,7 +39,8 @@ fn declared(dir: &Path) -> BTreeMap<String, Vec<String>> {
 
 fn listed(server: &Orlojd, plural: &str) -> Vec<String> {
     let out = ok(server.ctl(&["get", plural, "-o", "json"]), "get -o json");
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("get {plural} -o json: {e}\n{out}"));
+    let v: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("get {plural} -o json: {e}\n{out}"));
     let items = v
         .get("items")
         .and_then(Value::as_array)
@@ -69,11 +70,17 @@ fn apply_all_and_check(server: &Orlojd, upstream: &Path) -> BTreeMap<String, Vec
             all.entry(kind).or_default().extend(keys);
         }
     }
-    assert!(all.len() >= 10, "expected most kinds in the examples: {all:?}");
+    assert!(
+        all.len() >= 10,
+        "expected most kinds in the examples: {all:?}"
+    );
     for (plural, keys) in &all {
         let live = listed(server, plural);
         for key in keys {
-            assert!(live.contains(key), "{plural} {key} missing from `get`: {live:?}");
+            assert!(
+                live.contains(key),
+                "{plural} {key} missing from `get`: {live:?}"
+            );
         }
         // The table form lists them too.
         let table = ok(server.ctl(&["get", plural, "-A"]), "get table");
@@ -89,7 +96,13 @@ const SECRET_VALUE: &str = "s3cr3t-e2e-value-9f8e7d";
 
 fn check_secret_never_leaves(server: &Orlojd) {
     ok(
-        server.ctl(&["create", "secret", "e2e-secret", "--from-literal", &format!("token={SECRET_VALUE}")]),
+        server.ctl(&[
+            "create",
+            "secret",
+            "e2e-secret",
+            "--from-literal",
+            &format!("token={SECRET_VALUE}"),
+        ]),
         "create secret",
     );
     let b64 = "czNjcjN0LWUyZS12YWx1ZS05ZjhlN2Q"; // base64 prefix of SECRET_VALUE
@@ -105,18 +118,26 @@ fn check_secret_never_leaves(server: &Orlojd) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!text.contains(SECRET_VALUE) && !text.contains(b64), "{args:?} leaked the secret:\n{text}");
+        assert!(
+            !text.contains(SECRET_VALUE) && !text.contains(b64),
+            "{args:?} leaked the secret:\n{text}"
+        );
     }
     let (code, body) = common::http_get(&server.url, "/v1/secrets/e2e-secret").expect("GET secret");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("***") && !body.contains(b64), "{body}");
     let log = server.log();
-    assert!(!log.contains(SECRET_VALUE) && !log.contains(b64), "orlojd logged the secret");
+    assert!(
+        !log.contains(SECRET_VALUE) && !log.contains(b64),
+        "orlojd logged the secret"
+    );
 }
 
 #[test]
 fn upstream_manifests_on_memory_store() {
-    let Some(upstream) = upstream_dir() else { return };
+    let Some(upstream) = upstream_dir() else {
+        return;
+    };
     let server = Orlojd::start(&["--storage-backend", "memory"]);
     apply_all_and_check(&server, &upstream);
     check_secret_never_leaves(&server);
@@ -124,9 +145,16 @@ fn upstream_manifests_on_memory_store() {
 
 #[test]
 fn upstream_manifests_on_postgres_survive_restart() {
-    let Some(upstream) = upstream_dir() else { return };
+    let Some(upstream) = upstream_dir() else {
+        return;
+    };
     let Some(dsn) = fresh_database() else { return };
-    let args = ["--storage-backend", "postgres", "--postgres-dsn", dsn.as_str()];
+    let args = [
+        "--storage-backend",
+        "postgres",
+        "--postgres-dsn",
+        dsn.as_str(),
+    ];
     let server = Orlojd::start(&args);
     let all = apply_all_and_check(&server, &upstream);
     check_secret_never_leaves(&server);
@@ -140,6 +168,9 @@ fn upstream_manifests_on_postgres_survive_restart() {
             assert!(live.contains(key), "{plural} {key} lost across restart");
         }
     }
-    let secret = ok(restarted.ctl(&["get", "secret", "e2e-secret", "-o", "json"]), "get secret");
+    let secret = ok(
+        restarted.ctl(&["get", "secret", "e2e-secret", "-o", "json"]),
+        "get secret",
+    );
     assert!(secret.contains("***"), "{secret}");
 }

@@ -70,7 +70,10 @@ impl StatusController {
             }
         }
         let now = self.clock.now();
-        let workers = self.store.list(Kind::Worker, &ListOptions::default()).await?;
+        let workers = self
+            .store
+            .list(Kind::Worker, &ListOptions::default())
+            .await?;
         for worker in workers.items {
             if let Some(status) = stale_worker_status(&worker, now) {
                 changed += self.write(&worker, status).await?;

@@ -707,3 +707,25 @@ async fn openapi_documents_every_route() {
     }
     assert!(doc["components"]["schemas"]["ObjectMeta"].is_object());
 }
+
+#[tokio::test]
+async fn new_tool_approvals_expire_after_their_ttl() {
+    let api = TestApi::new();
+    let r = api
+        .post(
+            "/v1/tool-approvals",
+            &json!({"kind": "ToolApproval", "metadata": {"name": "ttl1"},
+                    "spec": {"task_ref": "t", "tool": "x", "ttl": "90s"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["status"]["phase"], "Pending");
+    let expires = v["status"]["expires_at"].as_str().expect("expires_at set");
+    let expires = chrono::DateTime::parse_from_rfc3339(expires).expect("RFC 3339");
+    let created = orloj_core::Clock::now(api.clock.as_ref());
+    assert_eq!(
+        (expires.with_timezone(&chrono::Utc) - created).num_seconds(),
+        90
+    );
+}

@@ -99,12 +99,14 @@ pub(super) async fn run(cli: Cli) -> Result<u8> {
         Command::Status => status(&ctx).await,
         Command::Completion(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(a.shell, &mut cmd, "orlojctl", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "orlojctl", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             Ok(0)
         }
         Command::Config(c) => config_cmd(&ctx, c, cli.server.as_deref()),
         Command::Version => {
-            println!("orlojctl {}", env!("CARGO_PKG_VERSION"));
+            outln!("orlojctl {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
     }
@@ -138,7 +140,7 @@ fn parse_target(target: &str) -> Result<(Kind, &str)> {
 async fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<u8> {
     let plan = manifests::plan(&args.filename, ctx.namespace.as_deref(), args.run)?;
     for s in &plan.skipped {
-        println!(
+        outln!(
             "skipped {} (mode: run) from {}; use --run to include",
             display_ref(s.object.kind, s.object.name()),
             s.file.display()
@@ -168,7 +170,7 @@ async fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<u8> {
                         Change::Configure => configured += 1,
                         Change::Unchanged => unchanged += 1,
                     }
-                    println!("{r} {} (dry run)", c.verb());
+                    outln!("{r} {} (dry run)", c.verb());
                 }
                 None => {
                     let e = live.err().map(|e| e.to_string()).unwrap_or_default();
@@ -194,7 +196,7 @@ async fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<u8> {
                     Some(Change::Configure) | None => configured += 1,
                     Some(Change::Unchanged) => unchanged += 1,
                 }
-                println!("{r} {}", change.map_or("applied", Change::verb));
+                outln!("{r} {}", change.map_or("applied", Change::verb));
             }
             Err(e @ ApiError::Unreachable { .. }) => return Err(e.into()),
             Err(e) => failures.push(format!("{}: {r}: {e}", p.file.display())),
@@ -220,7 +222,7 @@ async fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<u8> {
         if !failures.is_empty() {
             summary.push_str(&format!(", {} failed", failures.len()));
         }
-        println!("\n{summary}");
+        outln!("\n{summary}");
     }
     for f in &failures {
         eprintln!("error: {f}");
@@ -236,7 +238,7 @@ fn validate(args: &FileArgs, namespace: Option<&str>) -> Result<u8> {
             Ok(objects) => {
                 for o in objects {
                     valid += 1;
-                    println!("valid {}/{} ({})", o.kind, o.name(), file.display());
+                    outln!("valid {}/{} ({})", o.kind, o.name(), file.display());
                 }
             }
             Err(e) => {
@@ -275,7 +277,7 @@ async fn diff(ctx: &Ctx, args: &DiffArgs) -> Result<u8> {
                     manifests::render_diff(live.as_ref(), obj, &p.file.display().to_string())
                 {
                     differs = true;
-                    print!("{d}");
+                    out!("{d}");
                 }
             }
             Err(e @ ApiError::Unreachable { .. }) => return Err(e.into()),
@@ -315,8 +317,8 @@ async fn get(ctx: &Ctx, args: &GetArgs) -> Result<u8> {
             .await
             .with_context(|| format!("get {}", display_ref(kind, name)))?;
         match args.output {
-            OutputFormat::Table => print!("{}", output::table(kind, &[obj], now)),
-            f => print!("{}", output::render_value(&obj, f)),
+            OutputFormat::Table => out!("{}", output::table(kind, &[obj], now)),
+            f => out!("{}", output::render_value(&obj, f)),
         }
         return Ok(0);
     }
@@ -351,8 +353,8 @@ async fn get(ctx: &Ctx, args: &GetArgs) -> Result<u8> {
                 eprintln!("No {} found in namespace {namespace}.", kind.plural());
             }
         }
-        OutputFormat::Table => print!("{}", output::table(kind, &items, now)),
-        f => print!("{}", output::render_value(&json!({ "items": items }), f)),
+        OutputFormat::Table => out!("{}", output::table(kind, &items, now)),
+        f => out!("{}", output::render_value(&json!({ "items": items }), f)),
     }
     Ok(0)
 }
@@ -418,10 +420,10 @@ async fn watch(ctx: &Ctx, kind: Kind, args: &GetArgs) -> Result<u8> {
                     _ => return true,
                 }
                 if raw {
-                    println!("{}", ev.data);
+                    outln!("{}", ev.data);
                 } else {
                     match serde_json::from_str::<Value>(&ev.data) {
-                        Ok(d) => println!("{}", watch_line(kind, &d)),
+                        Ok(d) => outln!("{}", watch_line(kind, &d)),
                         Err(_) => eprintln!("warning: unreadable watch event: {}", ev.data),
                     }
                 }
@@ -442,10 +444,10 @@ async fn describe(ctx: &Ctx, args: &DescribeArgs) -> Result<u8> {
         .await
         .with_context(|| format!("describe {}", display_ref(kind, name)))?;
     if let Some(f) = args.output {
-        print!("{}", output::render_value(&obj, f));
+        out!("{}", output::render_value(&obj, f));
         return Ok(0);
     }
-    print!("{}", describe_text(kind, &obj));
+    out!("{}", describe_text(kind, &obj));
     Ok(0)
 }
 
@@ -508,7 +510,7 @@ async fn delete(ctx: &Ctx, args: &RefArgs) -> Result<u8> {
         )
         .await
         .with_context(|| format!("delete {}", display_ref(kind, name)))?;
-    println!("{} deleted", display_ref(kind, name));
+    outln!("{} deleted", display_ref(kind, name));
     Ok(0)
 }
 
@@ -570,7 +572,7 @@ async fn edit(ctx: &Ctx, args: &RefArgs) -> Result<u8> {
         .await
     {
         Ok(_) => {
-            println!("{r} edited");
+            outln!("{r} edited");
             Ok(0)
         }
         Err(e) if e.status() == Some(reqwest::StatusCode::CONFLICT) => bail!(
@@ -638,7 +640,7 @@ async fn create_secret(ctx: &Ctx, name: &str, literals: &[String]) -> Result<u8>
         )
         .await
         .with_context(|| format!("create secret/{name}"))?;
-    println!("secret/{name} created");
+    outln!("secret/{name} created");
     Ok(0)
 }
 
@@ -689,7 +691,7 @@ async fn wait(ctx: &Ctx, args: &WaitArgs) -> Result<u8> {
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 if phases.iter().any(|p| p.eq_ignore_ascii_case(phase)) {
-                    println!("{r} condition met (phase={phase})");
+                    outln!("{r} condition met (phase={phase})");
                     return Ok(0);
                 }
                 if kind == Kind::Task && !wanted_failure && matches!(phase, "Failed" | "DeadLetter")
@@ -774,11 +776,11 @@ async fn events(ctx: &Ctx, args: &EventsArgs) -> Result<u8> {
             return ev.event != "close";
         }
         if args.raw {
-            println!("{}", ev.data);
+            outln!("{}", ev.data);
         } else {
             match serde_json::from_str::<Value>(&ev.data) {
-                Ok(v) => println!("{}", event_line(&v)),
-                Err(_) => println!("{}", ev.data),
+                Ok(v) => outln!("{}", event_line(&v)),
+                Err(_) => outln!("{}", ev.data),
             }
         }
         seen += 1;
@@ -827,7 +829,7 @@ async fn logs(ctx: &Ctx, args: &LogsArgs) -> Result<u8> {
     }
     for e in entries {
         match e {
-            Value::String(s) => println!("{s}"),
+            Value::String(s) => outln!("{s}"),
             Value::Object(ref m) if m.get("message").is_some_and(Value::is_string) => {
                 let f = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
                 let prefix: Vec<&str> = ["timestamp", "level", "agent"]
@@ -836,12 +838,12 @@ async fn logs(ctx: &Ctx, args: &LogsArgs) -> Result<u8> {
                     .filter(|v| !v.is_empty())
                     .collect();
                 if prefix.is_empty() {
-                    println!("{}", f("message"));
+                    outln!("{}", f("message"));
                 } else {
-                    println!("{} {}", prefix.join(" "), f("message"));
+                    outln!("{} {}", prefix.join(" "), f("message"));
                 }
             }
-            other => println!("{other}"),
+            other => outln!("{other}"),
         }
     }
     Ok(0)
@@ -857,7 +859,7 @@ async fn health(ctx: &Ctx) -> Result<u8> {
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("unknown");
-    println!("{status} ({})", client.server());
+    outln!("{status} ({})", client.server());
     Ok(if status == "ok" { 0 } else { 1 })
 }
 
@@ -952,7 +954,7 @@ async fn status(ctx: &Ctx) -> Result<u8> {
         ("Workers", workers),
         ("Capabilities", capabilities),
     ] {
-        println!("{:<14}{v}", format!("{k}:"));
+        outln!("{:<14}{v}", format!("{k}:"));
     }
     Ok(code)
 }
@@ -960,7 +962,7 @@ async fn status(ctx: &Ctx) -> Result<u8> {
 fn config_cmd(ctx: &Ctx, cmd: ConfigCommand, flag_server: Option<&str>) -> Result<u8> {
     match cmd {
         ConfigCommand::Path => {
-            println!("{}", ctx.config_path()?.display());
+            outln!("{}", ctx.config_path()?.display());
         }
         ConfigCommand::Get => {
             let path = ctx
@@ -972,18 +974,19 @@ fn config_cmd(ctx: &Ctx, cmd: ConfigCommand, flag_server: Option<&str>) -> Resul
             } else {
                 &ctx.config.current_profile
             };
-            println!("config file:     {path}");
-            println!("current profile: {current}");
-            println!(
+            outln!("config file:     {path}");
+            outln!("current profile: {current}");
+            outln!(
                 "server:          {} (from {})",
-                ctx.conn.server, ctx.conn.server_source
+                ctx.conn.server,
+                ctx.conn.server_source
             );
             match &ctx.conn.token {
-                Some(_) => println!("token:           set (from {})", ctx.conn.token_source),
-                None => println!("token:           not set"),
+                Some(_) => outln!("token:           set (from {})", ctx.conn.token_source),
+                None => outln!("token:           not set"),
             }
             if !ctx.config.profiles.is_empty() {
-                println!("profiles:");
+                outln!("profiles:");
                 for (name, p) in &ctx.config.profiles {
                     let mark = if *name == ctx.config.current_profile {
                         '*'
@@ -1000,7 +1003,7 @@ fn config_cmd(ctx: &Ctx, cmd: ConfigCommand, flag_server: Option<&str>) -> Resul
                     if !p.token_env.is_empty() {
                         line.push_str(&format!(" token_env={}", p.token_env));
                     }
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
         }
@@ -1020,7 +1023,7 @@ fn config_cmd(ctx: &Ctx, cmd: ConfigCommand, flag_server: Option<&str>) -> Resul
             }
             cfg.current_profile = name.clone();
             cfg.save(path)?;
-            println!("switched to profile {name}");
+            outln!("switched to profile {name}");
         }
         ConfigCommand::SetProfile {
             name,
@@ -1046,7 +1049,7 @@ fn config_cmd(ctx: &Ctx, cmd: ConfigCommand, flag_server: Option<&str>) -> Resul
                 cfg.current_profile = name.clone();
             }
             cfg.save(path)?;
-            println!("profile {name} saved to {}", path.display());
+            outln!("profile {name} saved to {}", path.display());
         }
     }
     Ok(0)

@@ -5,6 +5,22 @@
 //! stdout, diagnostics to stderr. Exit codes: 0 ok, 1 error or timeout, 2 usage error
 //! (`diff` follows kubectl: 1 means differences were found).
 
+/// `print!` that ends the process quietly when stdout is a closed pipe (`orlojctl ... | head`)
+/// instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::ctl::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` counterpart of [`out!`].
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {
+        out!("{}\n", format_args!($($arg)*))
+    };
+}
+
 pub mod cli;
 pub mod client;
 mod commands;
@@ -27,6 +43,19 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// Writes to stdout; a closed pipe ends the process with status 0, another write error with 1.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// Runs orlojctl with these arguments (the first is the program name) and returns the exit
 /// status.

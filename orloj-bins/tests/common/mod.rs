@@ -76,7 +76,12 @@ impl Orlojd {
         let log_path = dir.path().join("orlojd.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_orlojd"))
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--log-format", "text"])
+            .args([
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "text",
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -179,7 +184,9 @@ pub fn http(
     use std::io::Write;
     let host = base.strip_prefix("http://")?;
     let mut stream = std::net::TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let body = body.unwrap_or("");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -196,7 +203,10 @@ pub fn http(
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let (head, rest) = text.split_once("\r\n\r\n")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_string()

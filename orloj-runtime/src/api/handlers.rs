@@ -81,11 +81,32 @@ pub(crate) async fn upsert(ctx: Ctx) -> ApiResult<Response> {
         let stored = get_optional(&ctx, object.namespace(), object.name()).await?;
         compat::merge_redacted(&mut object, stored.as_ref())?;
     }
-    let object = compat::normalize(object)?;
+    let mut object = compat::normalize(object)?;
+    if object.kind == Kind::ToolApproval {
+        stamp_approval_expiry(&mut object, ctx.state.clock.now());
+    }
     let (stored, created) = ctx.state.store.upsert(object).await?;
     let stored = shown(stored);
     publish_object(&ctx, if created { "created" } else { "updated" }, &stored);
     Ok(json_object(StatusCode::CREATED, stored))
+}
+
+/// A new pending ToolApproval expires `spec.ttl` (default 10m) from now (spec §2.11). Only a
+/// create uses this status: the store keeps the stored status of an existing approval.
+fn stamp_approval_expiry(object: &mut Object, now: chrono::DateTime<chrono::Utc>) {
+    let ttl = object.spec.get("ttl").and_then(Value::as_str).unwrap_or("");
+    let ttl =
+        orloj_core::resources::duration::parse_duration(if ttl.is_empty() { "10m" } else { ttl })
+            .unwrap_or(std::time::Duration::from_secs(600));
+    let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    if let Value::Object(status) = &mut object.status
+        && status.get("phase").and_then(Value::as_str) == Some("Pending")
+    {
+        status.insert(
+            "expires_at".into(),
+            json!(orloj_core::task_queue::format_time(expires)),
+        );
+    }
 }
 
 async fn get_optional(ctx: &Ctx, namespace: &str, name: &str) -> ApiResult<Option<Object>> {
