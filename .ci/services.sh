@@ -4,8 +4,27 @@
 # Stop with: orloj_services_stop
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PG_PORT="${ORLOJ_TEST_PG_PORT:-55499}"
-NATS_PORT="${ORLOJ_TEST_NATS_PORT:-44222}"
+# Preferred ports; a port already taken (say, by a developer's own services) is replaced by a free one.
+free_port() {
+  python3 - "$1" <<'PY'
+import socket, sys
+want = int(sys.argv[1])
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+if free(want):
+    print(want)
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+PG_PORT="$(free_port "${ORLOJ_TEST_PG_PORT:-55499}")"
+NATS_PORT="$(free_port "${ORLOJ_TEST_NATS_PORT:-44222}")"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 
 if [ ! -x "$PGBIN/initdb" ]; then
