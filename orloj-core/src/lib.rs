@@ -18,10 +18,12 @@ pub mod error;
 pub mod kind;
 pub mod labels;
 pub mod manifest;
+pub mod model;
 pub mod object;
 pub mod resources;
 pub mod store;
 pub mod task_queue;
+pub mod tool;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
