@@ -24,6 +24,15 @@ pub enum StorageBackend {
     Postgres,
 }
 
+/// How tasks execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutionMode {
+    /// The claiming worker walks the whole graph in process.
+    Sequential,
+    /// Agents hand work to each other over the message bus (not available yet).
+    MessageDriven,
+}
+
 /// Parses a Go-style duration (`2s`, `30m`, `1h30m`, `500ms`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -104,6 +113,56 @@ pub struct OrlojdArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
 
+    /// Run a task worker inside this process (alias `--run-task-worker`).
+    #[arg(long, alias = "run-task-worker")]
+    pub embedded_worker: bool,
+
+    /// How tasks execute: `sequential` (the claiming worker walks the graph in process).
+    #[arg(
+        long,
+        env = "ORLOJ_TASK_EXECUTION_MODE",
+        value_enum,
+        default_value = "sequential",
+        ignore_case = true
+    )]
+    pub task_execution_mode: ExecutionMode,
+
+    /// Worker id of the embedded worker (its Worker resource name).
+    #[arg(long, default_value = "embedded-worker")]
+    pub task_worker_id: String,
+
+    /// Region of the embedded worker, matched against `spec.requirements.region`.
+    #[arg(long, env = "ORLOJ_TASK_WORKER_REGION", default_value = "default")]
+    pub task_worker_region: String,
+
+    /// How many tasks the embedded worker runs at once.
+    #[arg(long, env = "ORLOJ_EMBEDDED_WORKER_MAX_CONCURRENT_TASKS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub embedded_worker_max_concurrent_tasks: u32,
+
+    /// How long a claimed task's lease lasts without a heartbeat.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub task_lease_duration: Duration,
+
+    /// How often a worker renews the leases it holds.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub task_heartbeat_interval: Duration,
+
+    /// Environment prefix for model API keys (`<prefix><SECRET_NAME>`).
+    #[arg(
+        long,
+        env = "ORLOJ_MODEL_SECRET_ENV_PREFIX",
+        default_value = "ORLOJ_SECRET_"
+    )]
+    pub model_secret_env_prefix: String,
+
+    /// Environment prefix for tool secrets (`<prefix><SECRET_NAME>`).
+    #[arg(
+        long,
+        env = "ORLOJ_TOOL_SECRET_ENV_PREFIX",
+        default_value = "ORLOJ_SECRET_"
+    )]
+    pub tool_secret_env_prefix: String,
+
     /// How long a shutdown may take to drain open requests before exiting anyway.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -161,6 +220,36 @@ impl OrlojdArgs {
                 "--postgres-max-idle-conns ({}) cannot exceed --postgres-max-open-conns ({})",
                 self.postgres_max_idle_conns,
                 self.postgres_max_open_conns
+            );
+        }
+        if self.task_execution_mode == ExecutionMode::MessageDriven {
+            bail!(
+                "--task-execution-mode message-driven is not available in this build yet; use sequential"
+            );
+        }
+        if !self.embedded_worker {
+            for flag in [
+                "task_worker_id",
+                "task_worker_region",
+                "embedded_worker_max_concurrent_tasks",
+                "task_lease_duration",
+                "task_heartbeat_interval",
+            ] {
+                if from_cli(flag) {
+                    bail!(
+                        "--{} only applies with --embedded-worker",
+                        flag.replace('_', "-")
+                    );
+                }
+            }
+        }
+        if self.task_heartbeat_interval.is_zero()
+            || self.task_heartbeat_interval >= self.task_lease_duration
+        {
+            bail!(
+                "--task-heartbeat-interval ({:?}) must be greater than zero and shorter than --task-lease-duration ({:?})",
+                self.task_heartbeat_interval,
+                self.task_lease_duration
             );
         }
         if self.reconcile_interval.is_zero() {
@@ -334,6 +423,19 @@ mod tests {
         assert!(err.to_string().contains("--bogus"), "{err}");
         let err = parse(&["--reconcile-interval", "soon"]).expect_err("bad duration");
         assert!(err.to_string().contains("invalid duration"), "{err}");
+        let err = parse(&["--task-worker-id", "w"]).expect_err("worker flag without worker");
+        assert!(err.to_string().contains("--embedded-worker"), "{err}");
+        let err = parse(&[
+            "--embedded-worker",
+            "--task-lease-duration",
+            "5s",
+            "--task-heartbeat-interval",
+            "10s",
+        ])
+        .expect_err("heartbeat longer than lease");
+        assert!(err.to_string().contains("shorter than"), "{err}");
+        let ok = parse(&["--run-task-worker", "--task-worker-id", "w9"]).expect("alias works");
+        assert!(ok.embedded_worker);
         let err = parse(&["--storage-backend", "etcd"]).expect_err("bad backend");
         assert!(err.to_string().contains("etcd"), "{err}");
     }
