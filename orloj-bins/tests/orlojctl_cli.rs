@@ -249,6 +249,29 @@ fn validate_blueprints_offline() {
     assert!(err.contains("model_ref"), "error names the field: {err}");
 }
 
+#[test]
+fn validate_all_blueprints_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.json");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/blueprints");
+    for (bp, objects) in [("pipeline", 6), ("hierarchical", 9), ("swarm-loop", 6)] {
+        let o = ctl(
+            &cfg,
+            &["validate", "-f", &root.join(bp).display().to_string()],
+        );
+        assert_eq!(o.status.code(), Some(0), "{bp}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert_eq!(out.lines().count(), objects, "{bp}: {out}");
+        assert!(out.contains(&format!("valid AgentSystem/{bp}")), "{out}");
+        assert!(out.contains("valid ModelEndpoint/"), "{out}");
+        let readme = std::fs::read_to_string(root.join(bp).join("README.md")).expect("readme");
+        assert!(
+            readme.contains("secretRef") && readme.contains("orlojctl create secret"),
+            "{bp} README documents the switch to a real provider"
+        );
+    }
+}
+
 /// Upstream manifests, when present, validate too (compatibility).
 #[test]
 fn validate_upstream_examples_when_present() {

@@ -321,7 +321,16 @@ fn edit_watch_and_logs() {
     use std::io::BufRead;
     let s = start();
     let bp = blueprint();
-    s.ok(&["apply", "-f", &bp.display().to_string(), "--run"], 0);
+    s.ok(
+        &[
+            "apply",
+            "-f",
+            &bp.display().to_string(),
+            "--run",
+            "--no-wait",
+        ],
+        0,
+    );
 
     // edit: an editor that changes nothing cancels; one that changes a field PUTs it.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -395,4 +404,311 @@ fn edit_watch_and_logs() {
     s.ok(&["logs", "task/pipeline-brief"], 0);
     let o = s.ctl(&["logs", "task/nope"]);
     assert_eq!(o.status.code(), Some(1));
+}
+
+fn blueprint_named(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/blueprints")
+        .join(name)
+}
+
+/// POSTs JSON to the server with a bare HTTP/1.1 request; returns the status code.
+fn post_json(url: &str, path: &str, body: &str) -> u16 {
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code")
+}
+
+fn task_json(s: &Server, name: &str) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&["get", "task", name, "-o", "json"], 0)).expect("task json")
+}
+
+fn task_names(s: &Server) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "tasks", "-o", "json"], 0)).expect("json");
+    v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|t| t["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn run_cancel_retry_and_inspect_tasks() {
+    let s = start();
+    let bp = blueprint().display().to_string();
+    s.ok(&["apply", "-f", &bp], 0);
+
+    // No worker runs tasks here: run gives up after --timeout, exit 1, task left Pending.
+    let o = s.ctl(&[
+        "run",
+        "--system",
+        "pipeline",
+        "topic=bots",
+        "--timeout",
+        "1s",
+        "--poll",
+        "200ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("timed out after 1s"), "{err}");
+    assert!(err.contains("phase Pending"), "progress on stderr: {err}");
+    let run_name = task_names(&s)
+        .into_iter()
+        .find(|n| n.starts_with("pipeline-run-"))
+        .expect("run created a task");
+    let t = task_json(&s, &run_name);
+    assert_eq!(t["spec"]["system"], "pipeline");
+    assert_eq!(t["spec"]["input"]["topic"], "bots");
+    assert!(
+        matches!(t["status"]["phase"].as_str(), None | Some("" | "Pending")),
+        "{t}"
+    );
+
+    // apply --run waits too, and times out the same way.
+    let o = s.ctl(&[
+        "apply",
+        "-f",
+        &bp,
+        "--run",
+        "--timeout",
+        "1s",
+        "--poll",
+        "200ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("task/pipeline-brief created"));
+    assert!(
+        stderr(&o).contains("timed out after 1s waiting for task/pipeline-brief"),
+        "{}",
+        stderr(&o)
+    );
+    // --no-wait returns at once.
+    s.ok(&["apply", "-f", &bp, "--run", "--no-wait"], 0);
+
+    // retry refuses a Pending task.
+    let o = s.ctl(&["retry", "task", "pipeline-brief"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("still Pending"), "{}", stderr(&o));
+
+    // cancel -> Failed with the reason; a second cancel is refused.
+    let out = s.ok(
+        &[
+            "cancel",
+            "task",
+            "pipeline-brief",
+            "--reason",
+            "changed my mind",
+        ],
+        0,
+    );
+    assert!(out.contains("canceled"), "{out}");
+    let t = task_json(&s, "pipeline-brief");
+    assert_eq!(t["status"]["phase"], "Failed");
+    assert_eq!(t["status"]["lastError"], "changed my mind");
+    let o = s.ctl(&["cancel", "task", "pipeline-brief"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("already ended in phase Failed"),
+        "{}",
+        stderr(&o)
+    );
+    s.ok(&["cancel", "task", &run_name], 0);
+    assert_eq!(
+        task_json(&s, &run_name)["status"]["lastError"],
+        "task canceled via orlojctl"
+    );
+
+    // retry of the Failed task creates <name>-retry-<ms> with the overrides.
+    let out = s.ok(
+        &[
+            "retry",
+            "task",
+            "pipeline-brief",
+            "--with-overrides",
+            "topic=new",
+        ],
+        0,
+    );
+    let retry = task_names(&s)
+        .into_iter()
+        .find(|n| n.starts_with("pipeline-brief-retry-"))
+        .expect("retry task");
+    assert!(out.contains(&retry), "{out}");
+    let t = task_json(&s, &retry);
+    assert_eq!(t["spec"]["input"]["topic"], "new");
+    assert_eq!(t["spec"]["system"], "pipeline");
+
+    // apply --run on an ended task re-runs it under a new name.
+    let out = s.ok(&["apply", "-f", &bp, "--run", "--no-wait"], 0);
+    assert!(out.contains("rerun as task/pipeline-brief-run-"), "{out}");
+    assert!(
+        task_names(&s)
+            .iter()
+            .any(|n| n.starts_with("pipeline-brief-run-"))
+    );
+    assert_eq!(task_json(&s, "pipeline-brief")["status"]["phase"], "Failed");
+
+    // Inspection commands work on a task that has not run.
+    let o = s.ctl(&["trace", "task/pipeline-brief"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no trace events"), "{}", stderr(&o));
+    assert_eq!(
+        s.ok(&["trace", "task", "pipeline-brief", "-o", "json"], 0)
+            .trim(),
+        "[]"
+    );
+    let o = s.ctl(&[
+        "messages",
+        "task/pipeline-brief",
+        "--agent",
+        "x",
+        "--limit",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["messages", "task/pipeline-brief", "-o", "json"], 0))
+            .expect("json");
+    assert_eq!(v["total"], 0);
+    let out = s.ok(&["metrics", "task/pipeline-brief"], 0);
+    assert!(out.starts_with("TOTALS\n"), "{out}");
+    assert!(
+        s.ok(&["metrics", "task/pipeline-brief", "-o", "yaml"], 0)
+            .contains("totals:")
+    );
+    let out = s.ok(&["top", "tasks"], 0);
+    assert!(
+        out.contains("pipeline-brief") && out.contains("Failed=2"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["top", "tasks", "-o", "json"], 0)).expect("json");
+    assert_eq!(v["phases"]["Failed"], 2);
+    let o = s.ctl(&["top", "workers"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = s.ok(&["graph", "system", "pipeline"], 0);
+    assert!(out.contains("entry: pipeline-planner"), "{out}");
+    assert!(
+        out.contains("[pipeline-research]\n  --> pipeline-writer\n"),
+        "{out}"
+    );
+    let out = s.ok(&["graph", "task", "pipeline-brief"], 0);
+    assert!(out.contains("(phase Failed)"), "{out}");
+    assert!(out.contains("status: not started"), "{out}");
+    let o = s.ctl(&["graph", "agent", "pipeline-planner"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn approve_and_deny_tool_approvals() {
+    let s = start();
+    for name in ["ta-ok", "ta-no"] {
+        let body = format!(
+            r#"{{"apiVersion":"orloj.dev/v1","kind":"ToolApproval","metadata":{{"name":"{name}"}},"spec":{{"task_ref":"t","tool":"web.search"}}}}"#
+        );
+        let code = post_json(&s.url, "/v1/tool-approvals", &body);
+        assert!((200..300).contains(&code), "create {name}: {code}");
+    }
+    let out = s.ok(
+        &[
+            "approve",
+            "tool-approval",
+            "ta-ok",
+            "--decided-by",
+            "ann",
+            "--comment",
+            "fine",
+        ],
+        0,
+    );
+    assert!(out.contains("toolapproval/ta-ok approved by ann"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "tool-approval", "ta-ok", "-o", "json"], 0))
+            .expect("json");
+    assert_eq!(v["status"]["phase"], "Approved");
+    assert_eq!(v["status"]["decided_by"], "ann");
+    assert_eq!(v["status"]["comment"], "fine");
+    // Deciding twice is refused by the server (409), exit 1.
+    let o = s.ctl(&["deny", "tool-approval", "ta-ok"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("409"), "{}", stderr(&o));
+
+    // deny: --reason is an alias of --comment; decided_by defaults to $USER.
+    let o = Command::new(env!("CARGO_BIN_EXE_orlojctl"))
+        .args([
+            "--server",
+            &s.url,
+            "deny",
+            "tool-approval",
+            "ta-no",
+            "--reason",
+            "risky",
+        ])
+        .env("ORLOJCTL_CONFIG", s.config.path().join("config.json"))
+        .env("USER", "bob")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "tool-approval", "ta-no", "-o", "json"], 0))
+            .expect("json");
+    assert_eq!(v["status"]["phase"], "Denied");
+    assert_eq!(v["status"]["decided_by"], "bob");
+    assert_eq!(v["status"]["comment"], "risky");
+    // Only tool approvals can be approved.
+    assert_eq!(s.ctl(&["approve", "task", "x"]).status.code(), Some(2));
+}
+
+#[test]
+fn init_writes_blueprints_that_validate_and_apply() {
+    let s = start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for bp in ["pipeline", "hierarchical", "swarm-loop"] {
+        let target = dir.path().join(format!("proj-{bp}"));
+        let t = target.display().to_string();
+        let out = s.ok(&["init", &t, "--blueprint", bp], 0);
+        assert!(out.contains("README.md"), "{out}");
+        // The written files are the blueprint's files, byte for byte.
+        for f in [
+            "agent-system.yaml",
+            "model-endpoint.yaml",
+            "task.yaml",
+            "README.md",
+        ] {
+            assert_eq!(
+                std::fs::read_to_string(target.join(f)).expect("written"),
+                std::fs::read_to_string(blueprint_named(bp).join(f)).expect("source"),
+                "{bp}/{f}"
+            );
+        }
+        let out = s.ok(&["validate", "-f", &t], 0);
+        assert!(out.contains("valid Task/"), "{out}");
+        let out = s.ok(&["apply", "-f", &t], 0);
+        assert!(out.contains("1 runnable task(s) skipped"), "{out}");
+        // Refuses to overwrite.
+        let o = s.ctl(&["init", &t]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    }
+    let out = s.ok(&["graph", "system", "hierarchical"], 0);
+    assert!(
+        out.contains("[hierarchical-editor] (join wait_for_all of 2 inbound)"),
+        "{out}"
+    );
+    let out = s.ok(&["graph", "system", "swarm-loop"], 0);
+    assert!(out.contains("loop: yes"), "{out}");
+    assert!(out.contains("entry: swarm-loop-coordinator"), "{out}");
 }

@@ -1,7 +1,7 @@
 //! The command line of orlojctl (spec §4), as clap derive types.
 
 use super::output::OutputFormat;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,6 +84,199 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print the orlojctl version.
     Version,
+    /// Start a task for an AgentSystem and follow it until it ends.
+    #[command(
+        after_help = "Progress goes to stderr, the final status to stdout.\nExit status: 0 Succeeded, 1 Failed, DeadLetter, timeout or error."
+    )]
+    Run(RunArgs),
+    /// Print the trace timeline of a task (`task/NAME` or `task NAME`).
+    Trace(TraceArgs),
+    /// List the messages of a task (`task/NAME`).
+    Messages(MessagesArgs),
+    /// Show message metrics of a task (`task/NAME`).
+    Metrics(MetricsArgs),
+    /// Approve a pending tool approval: `approve tool-approval NAME`.
+    Approve(DecisionArgs),
+    /// Deny a pending tool approval: `deny tool-approval NAME`.
+    Deny(DecisionArgs),
+    /// Cancel a task that has not ended (its phase becomes Failed).
+    Cancel(CancelArgs),
+    /// Start a new task with the spec of an ended one (`<name>-retry-<unix ms>`).
+    Retry(RetryArgs),
+    /// Write a new project directory from a blueprint.
+    Init(InitArgs),
+    /// Show workers or tasks at a glance.
+    Top(TopArgs),
+    /// Draw the agent graph of an AgentSystem or of a task's system, in ASCII.
+    Graph(GraphArgs),
+}
+
+/// `run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The AgentSystem to run.
+    #[arg(long, value_name = "NAME")]
+    pub system: String,
+    /// Task input values, `key=value`.
+    #[arg(value_name = "KEY=VALUE")]
+    pub input: Vec<String>,
+    /// Poll interval.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub poll: Duration,
+    /// Give up waiting after this long (the task keeps its phase).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// A task given as `task/NAME` or as `task NAME`.
+#[derive(Debug, Args)]
+pub struct TaskTarget {
+    /// `task/NAME`, or `task` followed by the name.
+    #[arg(value_name = "task/NAME")]
+    pub target: String,
+    /// The name, when the target is just `task`.
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// `trace` flags.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The task.
+    #[command(flatten)]
+    pub task: TaskTarget,
+    /// Output format (json/yaml print the raw trace events).
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table, ignore_case = true)]
+    pub output: OutputFormat,
+}
+
+/// `messages` flags.
+#[derive(Debug, Args)]
+pub struct MessagesArgs {
+    /// The task.
+    #[command(flatten)]
+    pub task: TaskTarget,
+    /// Only messages from or to this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only messages in these phases (comma-separated: queued, running, retrypending, succeeded, deadletter).
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// At most this many messages.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table, ignore_case = true)]
+    pub output: OutputFormat,
+}
+
+/// `metrics` flags.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// The task.
+    #[command(flatten)]
+    pub task: TaskTarget,
+    /// Only count messages in these phases (comma-separated).
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Only count the first this many matching messages.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table, ignore_case = true)]
+    pub output: OutputFormat,
+}
+
+/// `approve` / `deny` flags.
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// Resource type: `tool-approval`.
+    pub resource: String,
+    /// Name (or `namespace/name`).
+    pub name: String,
+    /// Who decides (default: $USER, else `orlojctl`).
+    #[arg(long)]
+    pub decided_by: Option<String>,
+    /// A comment stored with the decision.
+    #[arg(long, alias = "reason")]
+    pub comment: Option<String>,
+}
+
+/// `cancel` flags.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Resource type: `task`.
+    pub resource: String,
+    /// Name (or `namespace/name`).
+    pub name: String,
+    /// Why; stored as the task's lastError.
+    #[arg(long, default_value = "task canceled via orlojctl")]
+    pub reason: String,
+}
+
+/// `retry` flags.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Resource type: `task`.
+    pub resource: String,
+    /// Name (or `namespace/name`).
+    pub name: String,
+    /// Replace or add an input value, `key=value`; repeat for more.
+    #[arg(long = "with-overrides", value_name = "KEY=VALUE")]
+    pub with_overrides: Vec<String>,
+}
+
+/// The blueprints `init` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Blueprint {
+    /// planner -> research -> writer.
+    #[default]
+    Pipeline,
+    /// A manager fanning out to two leads and their workers, joined by an editor.
+    Hierarchical,
+    /// A coordinator and two scouts in a loop bounded by max_turns.
+    SwarmLoop,
+}
+
+/// `init` flags.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The directory to create.
+    pub name: PathBuf,
+    /// Which blueprint to start from.
+    #[arg(long, value_enum, default_value_t = Blueprint::Pipeline, ignore_case = true)]
+    pub blueprint: Blueprint,
+}
+
+/// What `top` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopResource {
+    /// Workers: phase, region, load, heartbeat.
+    #[value(alias = "worker")]
+    Workers,
+    /// Tasks: phase, attempts, worker, age, and counts by phase.
+    #[value(alias = "task")]
+    Tasks,
+}
+
+/// `top` flags.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// `workers` or `tasks`.
+    #[arg(value_enum, ignore_case = true)]
+    pub resource: TopResource,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table, ignore_case = true)]
+    pub output: OutputFormat,
+}
+
+/// `graph` flags.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// `system` (an AgentSystem) or `task`.
+    pub resource: String,
+    /// Name (or `namespace/name`).
+    pub name: String,
 }
 
 /// `apply` flags.
@@ -95,9 +288,19 @@ pub struct ApplyArgs {
     /// Only show what would change.
     #[arg(long)]
     pub dry_run: bool,
-    /// Also apply runnable Tasks (mode `run`) found in a directory; they are skipped otherwise.
+    /// Also apply runnable Tasks (mode `run`) found in a directory and wait for them to end;
+    /// a task that already ended is re-run as `<name>-run-<unix ms>`.
     #[arg(long)]
     pub run: bool,
+    /// With --run: do not wait for the tasks to end.
+    #[arg(long, requires = "run")]
+    pub no_wait: bool,
+    /// With --run: give up waiting after this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// With --run: poll interval while waiting.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub poll: Duration,
 }
 
 /// `-f` only.
@@ -391,6 +594,104 @@ mod tests {
         assert!(
             parse(&["get", "agents", "-A", "-n", "x"]).is_err(),
             "-A conflicts with -n"
+        );
+    }
+
+    #[test]
+    fn run_and_apply_wait_flags() {
+        let c = parse(&[
+            "run",
+            "--system",
+            "pipe",
+            "topic=x",
+            "b=2",
+            "--timeout",
+            "5s",
+        ])
+        .expect("parse");
+        match c.command {
+            Command::Run(r) => {
+                assert_eq!(r.system, "pipe");
+                assert_eq!(r.input, ["topic=x", "b=2"]);
+                assert_eq!(r.timeout, Duration::from_secs(5));
+                assert_eq!(r.poll, Duration::from_secs(2));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["run", "topic=x"]).is_err(), "--system is required");
+        let c = parse(&["apply", "-f", "d", "--run", "--no-wait"]).expect("parse");
+        match c.command {
+            Command::Apply(a) => {
+                assert!(a.run && a.no_wait);
+                assert_eq!(a.timeout, Duration::from_secs(300));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            parse(&["apply", "-f", "d", "--no-wait"]).is_err(),
+            "--no-wait needs --run"
+        );
+    }
+
+    #[test]
+    fn task_commands() {
+        let c = parse(&["trace", "task", "t1"]).expect("parse");
+        assert!(
+            matches!(c.command, Command::Trace(ref t) if t.task.target == "task" && t.task.name.as_deref() == Some("t1"))
+        );
+        let c = parse(&[
+            "messages", "task/t", "--agent", "a", "--phase", "queued", "--limit", "5", "-o", "json",
+        ])
+        .expect("parse");
+        match c.command {
+            Command::Messages(m) => {
+                assert_eq!(m.task.target, "task/t");
+                assert_eq!(m.agent.as_deref(), Some("a"));
+                assert_eq!(m.phase.as_deref(), Some("queued"));
+                assert_eq!(m.limit, Some(5));
+                assert_eq!(m.output, OutputFormat::Json);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["metrics", "task/t", "--limit", "-1"]).is_err());
+        let c = parse(&["cancel", "task", "t"]).expect("parse");
+        assert!(
+            matches!(c.command, Command::Cancel(ref a) if a.reason == "task canceled via orlojctl")
+        );
+        let c = parse(&[
+            "retry",
+            "task",
+            "t",
+            "--with-overrides",
+            "a=1",
+            "--with-overrides",
+            "b=2",
+        ])
+        .expect("parse");
+        assert!(matches!(c.command, Command::Retry(ref a) if a.with_overrides == ["a=1", "b=2"]));
+        let c = parse(&[
+            "deny",
+            "tool-approval",
+            "x",
+            "--reason",
+            "no",
+            "--decided-by",
+            "me",
+        ])
+        .expect("parse");
+        assert!(matches!(c.command, Command::Deny(ref a)
+            if a.comment.as_deref() == Some("no") && a.decided_by.as_deref() == Some("me")));
+        let c = parse(&["init", "proj"]).expect("parse");
+        assert!(matches!(c.command, Command::Init(ref a) if a.blueprint == Blueprint::Pipeline));
+        let c = parse(&["init", "proj", "--blueprint", "swarm-loop"]).expect("parse");
+        assert!(matches!(c.command, Command::Init(ref a) if a.blueprint == Blueprint::SwarmLoop));
+        assert!(parse(&["init", "p", "--blueprint", "star"]).is_err());
+        let c = parse(&["top", "tasks", "-o", "yaml"]).expect("parse");
+        assert!(matches!(c.command, Command::Top(ref a) if a.resource == TopResource::Tasks));
+        assert!(parse(&["top", "agents"]).is_err());
+        let c = parse(&["graph", "system", "s"]).expect("parse");
+        assert!(
+            matches!(c.command, Command::Graph(ref a) if a.resource == "system" && a.name == "s")
         );
     }
 }

@@ -9,6 +9,7 @@ use super::client::{ApiClient, ApiError};
 use super::config::{self, Connection, CtlConfig};
 use super::manifests::{self, Change, display_ref};
 use super::output::{self, OutputFormat};
+use super::tasks;
 use anyhow::{Context, Result, anyhow, bail};
 use orloj_core::{DEFAULT_NAMESPACE, Kind};
 use reqwest::Method;
@@ -16,15 +17,15 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 
 /// Everything a command needs besides its own flags.
-struct Ctx {
+pub(super) struct Ctx {
     conn: Connection,
-    namespace: Option<String>,
+    pub(super) namespace: Option<String>,
     config: CtlConfig,
     config_path: Option<PathBuf>,
 }
 
 impl Ctx {
-    fn client(&self) -> Result<ApiClient> {
+    pub(super) fn client(&self) -> Result<ApiClient> {
         Ok(ApiClient::new(&self.conn.server, self.conn.token.clone())?)
     }
 
@@ -38,7 +39,7 @@ impl Ctx {
     }
 
     /// Splits `ns/name` (an explicit namespace wins over `-n`).
-    fn scoped<'a>(&'a self, name: &'a str) -> (&'a str, &'a str) {
+    pub(super) fn scoped<'a>(&'a self, name: &'a str) -> (&'a str, &'a str) {
         orloj_core::split_ref(name, self.item_namespace())
     }
 
@@ -57,6 +58,9 @@ pub(super) async fn run(cli: Cli) -> Result<u8> {
     // validate is offline: it needs neither the config file nor the server.
     if let Command::Validate(args) = &cli.command {
         return validate(args, cli.namespace.as_deref());
+    }
+    if let Command::Init(args) = &cli.command {
+        return super::init::init(args);
     }
     let config_path = config::config_path(&env_var).ok();
     let config = match &config_path {
@@ -109,10 +113,21 @@ pub(super) async fn run(cli: Cli) -> Result<u8> {
             outln!("orlojctl {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
+        Command::Run(a) => tasks::run(&ctx, &a).await,
+        Command::Trace(a) => tasks::trace(&ctx, &a).await,
+        Command::Messages(a) => tasks::messages(&ctx, &a).await,
+        Command::Metrics(a) => tasks::metrics(&ctx, &a).await,
+        Command::Approve(a) => tasks::decide(&ctx, &a, true).await,
+        Command::Deny(a) => tasks::decide(&ctx, &a, false).await,
+        Command::Cancel(a) => tasks::cancel(&ctx, &a).await,
+        Command::Retry(a) => tasks::retry(&ctx, &a).await,
+        Command::Init(_) => Ok(0),
+        Command::Top(a) => tasks::top(&ctx, &a).await,
+        Command::Graph(a) => tasks::graph(&ctx, &a).await,
     }
 }
 
-fn parse_kind(resource: &str) -> Result<Kind> {
+pub(super) fn parse_kind(resource: &str) -> Result<Kind> {
     Kind::from_cli_name(resource).ok_or_else(|| {
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
         UsageError(format!(
@@ -149,6 +164,7 @@ async fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<u8> {
     let client = ctx.client()?;
     let mut failures = plan.errors.clone();
     let (mut created, mut configured, mut unchanged) = (0usize, 0usize, 0usize);
+    let mut follow: Vec<(String, String)> = Vec::new();
     for p in &plan.objects {
         let obj = &p.object;
         let r = display_ref(obj.kind, obj.name());
@@ -158,6 +174,45 @@ async fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<u8> {
             Err(e @ ApiError::Unreachable { .. }) => return Err(e.into()),
             Err(e) => Err(e),
         };
+        let runnable = args.run && manifests::is_runnable_task(obj);
+        if runnable
+            && let Ok(Some(l)) = &live
+            && let Some(phase) = l
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .filter(|p| tasks::is_terminal(p))
+        {
+            // A task that already ended is not touched; it runs again under a new name
+            // (reference 0.9 behaviour).
+            let mut rerun = obj.clone();
+            rerun.metadata.name = format!("{}-run-{}", obj.name(), tasks::unix_ms());
+            rerun.metadata.resource_version = String::new();
+            let new_ref = display_ref(obj.kind, rerun.name());
+            if args.dry_run {
+                created += 1;
+                outln!("{r} ended ({phase}); would rerun as {new_ref} (dry run)");
+                continue;
+            }
+            match client
+                .call(
+                    Method::POST,
+                    &["v1", plural],
+                    &[("namespace", obj.namespace())],
+                    Some(&rerun.to_value()),
+                    None,
+                )
+                .await
+            {
+                Ok(_) => {
+                    created += 1;
+                    outln!("{r} ended ({phase}); rerun as {new_ref} created");
+                    follow.push((rerun.namespace().to_string(), rerun.name().to_string()));
+                }
+                Err(e @ ApiError::Unreachable { .. }) => return Err(e.into()),
+                Err(e) => failures.push(format!("{}: {new_ref}: {e}", p.file.display())),
+            }
+            continue;
+        }
         let change = live
             .as_ref()
             .ok()
@@ -197,6 +252,9 @@ async fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<u8> {
                     Some(Change::Unchanged) => unchanged += 1,
                 }
                 outln!("{r} {}", change.map_or("applied", Change::verb));
+                if runnable {
+                    follow.push((obj.namespace().to_string(), obj.name().to_string()));
+                }
             }
             Err(e @ ApiError::Unreachable { .. }) => return Err(e.into()),
             Err(e) => failures.push(format!("{}: {r}: {e}", p.file.display())),
@@ -227,7 +285,17 @@ async fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<u8> {
     for f in &failures {
         eprintln!("error: {f}");
     }
-    Ok(if failures.is_empty() { 0 } else { 1 })
+    let mut code = if failures.is_empty() { 0 } else { 1 };
+    if args.run && !args.no_wait && !args.dry_run && !follow.is_empty() {
+        eprintln!(
+            "waiting up to {} for {} task(s) to finish (--no-wait to skip)",
+            humantime::format_duration(args.timeout),
+            follow.len()
+        );
+        let outcomes = tasks::follow(&client, &follow, args.poll, args.timeout).await?;
+        code = code.max(tasks::report(&follow, &outcomes, args.timeout));
+    }
+    Ok(code)
 }
 
 fn validate(args: &FileArgs, namespace: Option<&str>) -> Result<u8> {

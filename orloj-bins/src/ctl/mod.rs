@@ -25,8 +25,10 @@ pub mod cli;
 pub mod client;
 mod commands;
 pub mod config;
+pub mod init;
 pub mod manifests;
 pub mod output;
+mod tasks;
 
 use std::ffi::OsString;
 
