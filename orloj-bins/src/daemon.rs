@@ -8,6 +8,12 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use orloj_core::{Clock, Store, SystemClock};
 use orloj_runtime::api::{ApiConfig, ApiState, router};
 use orloj_runtime::controllers::StatusController;
+use orloj_runtime::model::StoreModelRouter;
+use orloj_runtime::tools::secrets::{
+    ChainSecretResolver, EnvLookup, EnvSecretResolver, StoreSecretResolver,
+};
+use orloj_runtime::tools::{ContainerConfig, GovernedToolRuntime, ToolRuntimeConfig};
+use orloj_runtime::worker::{Worker, WorkerConfig};
 use orloj_store::{MemoryStore, PostgresOptions, PostgresStore};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -22,6 +28,15 @@ pub enum StorageBackend {
     Memory,
     /// Postgres (`--postgres-dsn`).
     Postgres,
+}
+
+/// Where tools with a non-`none` isolation mode run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationBackend {
+    /// No backend: such tools fail with `isolation_unavailable`.
+    None,
+    /// A docker-compatible CLI (`--tool-container-runtime`).
+    Container,
 }
 
 /// How tasks execute.
@@ -163,6 +178,48 @@ pub struct OrlojdArgs {
     )]
     pub tool_secret_env_prefix: String,
 
+    /// Isolation backend for tools whose isolation mode is not `none`.
+    #[arg(
+        long,
+        env = "ORLOJ_TOOL_ISOLATION_BACKEND",
+        value_enum,
+        default_value = "none",
+        ignore_case = true
+    )]
+    pub tool_isolation_backend: IsolationBackend,
+
+    /// Docker-compatible CLI that runs tool containers (docker, podman).
+    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_RUNTIME", default_value = "docker")]
+    pub tool_container_runtime: String,
+
+    /// Image tool containers run.
+    #[arg(
+        long,
+        env = "ORLOJ_TOOL_CONTAINER_IMAGE",
+        default_value = "curlimages/curl:8.8.0"
+    )]
+    pub tool_container_image: String,
+
+    /// Network of tool containers.
+    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_NETWORK", default_value = "none")]
+    pub tool_container_network: String,
+
+    /// Memory limit of tool containers.
+    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_MEMORY", default_value = "128m")]
+    pub tool_container_memory: String,
+
+    /// CPU limit of tool containers.
+    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_CPUS", default_value = "0.50")]
+    pub tool_container_cpus: String,
+
+    /// Process limit of tool containers.
+    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_PIDS_LIMIT", default_value_t = 64)]
+    pub tool_container_pids_limit: u32,
+
+    /// `uid:gid` tool containers run as.
+    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_USER", default_value = "65532:65532")]
+    pub tool_container_user: String,
+
     /// How long a shutdown may take to drain open requests before exiting anyway.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -294,6 +351,74 @@ pub async fn open_store(
     }
 }
 
+fn env_lookup() -> EnvLookup {
+    Arc::new(|name: &str| std::env::var(name).ok())
+}
+
+/// The tool runtime configured by the `--tool-*` flags.
+pub fn tool_runtime(
+    args: &OrlojdArgs,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<GovernedToolRuntime> {
+    let secrets = Arc::new(ChainSecretResolver::new(vec![
+        Arc::new(StoreSecretResolver::new(store)),
+        Arc::new(EnvSecretResolver::new(
+            args.tool_secret_env_prefix.clone(),
+            env_lookup(),
+        )),
+    ]));
+    let container =
+        (args.tool_isolation_backend == IsolationBackend::Container).then(|| ContainerConfig {
+            runtime: args.tool_container_runtime.clone(),
+            image: args.tool_container_image.clone(),
+            network: args.tool_container_network.clone(),
+            memory: args.tool_container_memory.clone(),
+            cpus: args.tool_container_cpus.clone(),
+            pids_limit: args.tool_container_pids_limit,
+            user: args.tool_container_user.clone(),
+            ..ContainerConfig::default()
+        });
+    let config = ToolRuntimeConfig {
+        container,
+        allow_private_endpoints: false,
+    };
+    GovernedToolRuntime::standard(config, secrets, clock)
+        .map_err(|e| anyhow::anyhow!("cannot build the tool runtime: {e}"))
+}
+
+/// The embedded worker configured by the `--task-*` flags.
+pub fn embedded_worker(
+    args: &OrlojdArgs,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Worker> {
+    let models = StoreModelRouter::with_env(
+        store.clone(),
+        args.model_secret_env_prefix.clone(),
+        env_lookup(),
+    )
+    .context("cannot build the model gateway")?;
+    let tools = tool_runtime(args, store.clone(), clock.clone())?;
+    let config = WorkerConfig {
+        worker_id: args.task_worker_id.clone(),
+        region: args.task_worker_region.clone(),
+        max_concurrent_tasks: args.embedded_worker_max_concurrent_tasks as usize,
+        lease_duration: args.task_lease_duration,
+        heartbeat_interval: args.task_heartbeat_interval,
+        poll_interval: args.reconcile_interval.min(Duration::from_secs(1)),
+        drain_timeout: args.shutdown_timeout,
+        ..WorkerConfig::default()
+    };
+    Ok(Worker::new(
+        config,
+        store,
+        clock,
+        Arc::new(models),
+        Arc::new(tools),
+    ))
+}
+
 /// Runs the server until SIGTERM/Ctrl-C, then drains within `--shutdown-timeout`.
 pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -306,8 +431,19 @@ pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(
-        StatusController::new(store, clock, args.reconcile_interval).run(cancel.child_token()),
+        StatusController::new(store.clone(), clock.clone(), args.reconcile_interval)
+            .run(cancel.child_token()),
     );
+
+    if args.embedded_worker {
+        let worker = embedded_worker(&args, store.clone(), clock.clone())?;
+        let token = cancel.child_token();
+        tracker.spawn(async move {
+            if let Err(e) = worker.run(token).await {
+                tracing::error!(error = %e, "embedded worker stopped with an error");
+            }
+        });
+    }
 
     let shutdown = cancel.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -65,7 +65,10 @@ fn apply_all_and_check(server: &Orlojd, upstream: &Path) -> BTreeMap<String, Vec
         let dir = upstream.join(sub);
         let dir_s = dir.display().to_string();
         ok(server.ctl(&["validate", "-f", &dir_s]), "validate");
-        ok(server.ctl(&["apply", "-f", &dir_s, "--run", "--no-wait"]), "apply");
+        ok(
+            server.ctl(&["apply", "-f", &dir_s, "--run", "--no-wait"]),
+            "apply",
+        );
         for (kind, keys) in declared(&dir) {
             all.entry(kind).or_default().extend(keys);
         }

@@ -36,4 +36,8 @@
 
 pub mod api;
 pub mod controllers;
+pub mod engine;
 pub mod events;
+pub mod model;
+pub mod tools;
+pub mod worker;

@@ -1,0 +1,107 @@
+//! Task-level failure classification and retry delay (spec runtime §2.3).
+
+use std::time::Duration;
+
+const NON_RETRYABLE: &[&str] = &[
+    "policy ",
+    "disallows model",
+    "blocks tool",
+    "permission denied",
+    "tool_reason=tool_permission_denied",
+    "tool_reason=tool_runtime_policy_invalid",
+    "tool_reason=tool_unsupported",
+    "tool_reason=tool_isolation_unavailable",
+    "tool_reason=tool_secret_resolution_failed",
+    "token budget exceeded",
+    "unsupported task phase",
+    "invalid ",
+];
+
+const RETRYABLE: &[&str] = &[
+    "timed out",
+    "timeout",
+    "temporary",
+    "transient",
+    "connection reset",
+    "connection refused",
+    "i/o timeout",
+    "retryable",
+];
+
+/// Whether a failure reason is worth retrying, by the substring rules of §2.3 (first match
+/// wins; unknown reasons are not retryable).
+pub fn is_retryable(reason: &str) -> bool {
+    let r = reason.to_lowercase();
+    if r.contains("retryable=true") {
+        return true;
+    }
+    if r.contains("retryable=false") {
+        return false;
+    }
+    if NON_RETRYABLE.iter().any(|s| r.contains(s)) {
+        return false;
+    }
+    RETRYABLE.iter().any(|s| r.contains(s))
+}
+
+/// `backoff × 2^(attempts−1)`, exponent capped at 10, result capped at 24h.
+pub fn retry_delay(backoff: Duration, attempts: i64) -> Duration {
+    if backoff.is_zero() {
+        return Duration::ZERO;
+    }
+    let exp = (attempts - 1).clamp(0, 10) as u32;
+    let cap = Duration::from_secs(24 * 3600);
+    backoff.saturating_mul(1u32 << exp).min(cap)
+}
+
+/// What a failed attempt turns into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    /// Retryable with attempts left: back to Pending after the delay.
+    Retry(Duration),
+    /// Retryable but out of attempts.
+    DeadLetter,
+    /// Not retryable.
+    Failed,
+}
+
+/// Decides the outcome of a failure (order of checks of §2.3).
+pub fn decide(reason: &str, attempts: i64, max_attempts: i64, backoff: Duration) -> FailureOutcome {
+    let retryable = is_retryable(reason);
+    if max_attempts > 0 && attempts >= max_attempts && retryable {
+        FailureOutcome::DeadLetter
+    } else if retryable && attempts < max_attempts {
+        FailureOutcome::Retry(retry_delay(backoff, attempts))
+    } else {
+        FailureOutcome::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert!(is_retryable("agent a timed out after 1ms"));
+        assert!(!is_retryable("agentsystem \"x\" not found"));
+        assert!(!is_retryable("tool permission denied: agent=a"));
+        assert!(is_retryable("x retryable=true permission denied"));
+        assert!(!is_retryable("invalid agent timeout \"x\" timeout"));
+    }
+
+    #[test]
+    fn delays_and_outcomes() {
+        let b = Duration::from_secs(2);
+        assert_eq!(retry_delay(b, 1), Duration::from_secs(2));
+        assert_eq!(retry_delay(b, 3), Duration::from_secs(8));
+        assert_eq!(retry_delay(b, 40), Duration::from_secs(2048));
+        assert_eq!(
+            retry_delay(Duration::from_secs(3600), 11),
+            Duration::from_secs(86400)
+        );
+        assert_eq!(decide("timed out", 1, 1, b), FailureOutcome::DeadLetter);
+        assert_eq!(decide("timed out", 1, 3, b), FailureOutcome::Retry(b));
+        assert_eq!(decide("not found", 1, 3, b), FailureOutcome::Failed);
+    }
+}

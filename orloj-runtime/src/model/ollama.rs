@@ -1,0 +1,136 @@
+//! Ollama chat API (spec runtime §7.2).
+
+use super::http::{HttpSettings, extract_tool_input, openai_tools, send_json};
+use async_trait::async_trait;
+use orloj_core::model::{
+    ChatMessage, ModelClient, ModelRequest, ModelResponse, Role, ToolCall, Usage,
+};
+use orloj_core::{Error, Result};
+use serde_json::{Map, Value, json};
+
+/// `POST <base>/api/chat` with `stream: false`, no auth.
+#[derive(Debug, Clone)]
+pub struct OllamaModel {
+    http: HttpSettings,
+    base_url: String,
+}
+
+impl OllamaModel {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:11434`).
+    pub fn new(http: HttpSettings, base_url: impl Into<String>) -> Self {
+        Self {
+            http,
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl ModelClient for OllamaModel {
+    async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
+        let mut body = Map::new();
+        body.insert("model".into(), json!(request.model));
+        body.insert(
+            "messages".into(),
+            Value::Array(request.messages.iter().filter_map(map_message).collect()),
+        );
+        body.insert("stream".into(), json!(false));
+        if !request.tools.is_empty() {
+            body.insert("tools".into(), Value::Array(openai_tools(&request.tools)));
+        }
+        let http = self
+            .http
+            .client
+            .post(format!("{}/api/chat", self.base_url))
+            .json(&Value::Object(body));
+        let value = send_json("ollama", &self.http, http).await?;
+        parse_response(&value, request.step)
+    }
+}
+
+/// One history message; tool results carry no ids and tool-call arguments are `{"input": raw}`.
+fn map_message(message: &ChatMessage) -> Option<Value> {
+    if message.content.is_empty() && message.tool_calls.is_empty() {
+        return None;
+    }
+    let role = match message.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let mut out = Map::new();
+    out.insert("role".into(), json!(role));
+    out.insert("content".into(), json!(message.content));
+    if message.role == Role::Assistant && !message.tool_calls.is_empty() {
+        let calls = message
+            .tool_calls
+            .iter()
+            .map(|c| json!({"function": {"name": c.name, "arguments": {"input": c.input}}}))
+            .collect();
+        out.insert("tool_calls".into(), Value::Array(calls));
+    }
+    Some(Value::Object(out))
+}
+
+fn parse_response(value: &Value, step: u32) -> Result<ModelResponse> {
+    let message = value
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or_else(|| Error::unavailable("ollama model response missing message content"))?;
+    let content = message
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let tool_calls: Vec<ToolCall> = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .enumerate()
+                .filter_map(|(i, call)| {
+                    let function = call.get("function")?;
+                    let name = function.get("name")?.as_str()?.trim();
+                    if name.is_empty() {
+                        return None;
+                    }
+                    let id = call
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("call_{step}_{}", i + 1));
+                    Some(ToolCall {
+                        id,
+                        name: name.to_string(),
+                        input: extract_tool_input(
+                            function.get("arguments").unwrap_or(&Value::Null),
+                        ),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if content.is_empty() && tool_calls.is_empty() {
+        return Err(Error::unavailable(
+            "ollama model response missing message content",
+        ));
+    }
+    let input = value.get("prompt_eval_count").and_then(Value::as_u64);
+    let output = value.get("eval_count").and_then(Value::as_u64);
+    let usage = (input.is_some() || output.is_some()).then(|| {
+        let (input, output) = (input.unwrap_or(0), output.unwrap_or(0));
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: input + output,
+        }
+    });
+    Ok(ModelResponse {
+        content,
+        tool_calls,
+        usage,
+    })
+}

@@ -1,0 +1,624 @@
+//! The task worker (spec runtime §2, §4): registers and heartbeats its `Worker` resource,
+//! claims tasks under a lease, renews the lease while running them, runs the agent graph in
+//! process (sequential mode) and writes the terminal status with compare-and-swap.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use orloj_runtime::worker::{Worker, WorkerConfig};
+//! # async fn demo(store: Arc<dyn orloj_core::Store>, router: Arc<dyn orloj_core::model::ModelRouter>,
+//! #               tools: Arc<dyn orloj_core::tool::ToolExecutor>) {
+//! let clock = Arc::new(orloj_core::SystemClock);
+//! let worker = Worker::new(WorkerConfig::default(), store, clock, router, tools);
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let handle = tokio::spawn(worker.run(cancel.clone()));
+//! // ... on shutdown:
+//! cancel.cancel();
+//! let _ = handle.await;
+//! # }
+//! ```
+
+use crate::engine::agent_turn::{AgentRunner, humanize};
+use crate::engine::failure::{FailureOutcome, decide};
+use crate::engine::graph::{GraphRun, StepFailure, prepare, run_sequential};
+use orloj_core::clock::Clock;
+use orloj_core::model::ModelRouter;
+use orloj_core::resources::{
+    self, TaskHistoryEvent, TaskSpec, TaskStatus, WorkerCapabilities, WorkerSpec, parse_duration,
+};
+use orloj_core::task_queue::{MAX_HISTORY, format_time};
+use orloj_core::tool::ToolExecutor;
+use orloj_core::{ClaimRequest, DEFAULT_NAMESPACE, Error, ErrorKind, Kind, Object, Result, Store};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Trace entries kept on a task.
+pub const MAX_TRACE: usize = 500;
+/// Message records kept on a task.
+pub const MAX_MESSAGES: usize = 500;
+/// Compare-and-swap attempts for one status write.
+const CAS_ATTEMPTS: usize = 8;
+
+/// Worker settings (flags of `orlojworker` / the embedded worker of `orlojd`).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Worker id; the `Worker` resource name and `claimedBy`.
+    pub worker_id: String,
+    /// Region for task matching.
+    pub region: String,
+    /// Whether this worker has a GPU.
+    pub gpu: bool,
+    /// Models served; empty means any.
+    pub supported_models: Vec<String>,
+    /// Parallel tasks (≤0 treated as 1).
+    pub max_concurrent_tasks: usize,
+    /// Lease length of a claim.
+    pub lease_duration: Duration,
+    /// Worker heartbeat and lease renewal cadence.
+    pub heartbeat_interval: Duration,
+    /// How often to look for claimable tasks.
+    pub poll_interval: Duration,
+    /// How long shutdown waits for running tasks before releasing them.
+    pub drain_timeout: Duration,
+    /// Only claim tasks of this namespace, when set.
+    pub namespace: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: "worker-1".into(),
+            region: "default".into(),
+            gpu: false,
+            supported_models: Vec::new(),
+            max_concurrent_tasks: 1,
+            lease_duration: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            namespace: None,
+        }
+    }
+}
+
+/// A task worker. Cheap to clone; clones share the set of held tasks.
+#[derive(Clone)]
+pub struct Worker {
+    config: Arc<WorkerConfig>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    router: Arc<dyn ModelRouter>,
+    runner: AgentRunner,
+    held: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one claimed task ended, as written to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskResult {
+    /// Terminal or rescheduled status written; the stored phase.
+    Written(String),
+    /// The lease was lost to another worker; nothing written.
+    LeaseLost,
+}
+
+impl Worker {
+    /// A worker over `store`, resolving models with `router` and running tools with `tools`.
+    pub fn new(
+        config: WorkerConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        router: Arc<dyn ModelRouter>,
+        tools: Arc<dyn ToolExecutor>,
+    ) -> Self {
+        let runner = AgentRunner::new(tools, clock.clone());
+        Self {
+            config: Arc::new(config),
+            store,
+            clock,
+            router,
+            runner,
+            held: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Replaces the agent runner (e.g. one with another step interval).
+    pub fn with_runner(mut self, runner: AgentRunner) -> Self {
+        self.runner = runner;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tasks this worker currently runs.
+    pub fn current_tasks(&self) -> usize {
+        self.held().len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.config.max_concurrent_tasks.max(1)
+    }
+
+    fn now(&self) -> String {
+        format_time(self.clock.now())
+    }
+
+    /// Upserts this worker's `Worker` resource with `phase` (`Ready`, or `NotReady` with
+    /// `lastError = "worker stopped"`), `lastHeartbeat = now` and `currentTasks`.
+    pub async fn heartbeat(&self, phase: &str) -> Result<Object> {
+        let spec = WorkerSpec {
+            region: self.config.region.clone(),
+            capabilities: WorkerCapabilities {
+                gpu: self.config.gpu,
+                supported_models: self.config.supported_models.clone(),
+            },
+            max_concurrent_tasks: self.capacity() as i64,
+        };
+        let obj = resources::object_from_spec(DEFAULT_NAMESPACE, &self.config.worker_id, &spec)?;
+        let obj = resources::normalize(obj)?;
+        self.store.upsert(obj).await?;
+        let mut last = Error::conflict("worker status write did not run");
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self
+                .store
+                .get(Kind::Worker, DEFAULT_NAMESPACE, &self.config.worker_id)
+                .await?;
+            let mut status = resources::status_of::<WorkerSpec>(&current).unwrap_or_default();
+            status.phase = phase.to_string();
+            status.last_heartbeat = self.now();
+            status.current_tasks = self.current_tasks() as i64;
+            status.last_error = if phase == "NotReady" {
+                "worker stopped".into()
+            } else {
+                String::new()
+            };
+            let value = serde_json::to_value(&status)
+                .map_err(|e| Error::internal(format!("serializing worker status: {e}")))?;
+            match self
+                .store
+                .update_status(
+                    Kind::Worker,
+                    DEFAULT_NAMESPACE,
+                    &self.config.worker_id,
+                    Some(&current.metadata.resource_version),
+                    value,
+                )
+                .await
+            {
+                Ok(o) => return Ok(o),
+                Err(e) if e.kind() == ErrorKind::Conflict => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Claims one task if a slot is free.
+    pub async fn claim_next(&self) -> Result<Option<Object>> {
+        if self.current_tasks() >= self.capacity() {
+            return Ok(None);
+        }
+        // A Worker record marked NotReady (e.g. stale heartbeat) claims nothing until its next
+        // heartbeat; no record at all is fine (embedded, single-process use).
+        match self
+            .store
+            .get(Kind::Worker, DEFAULT_NAMESPACE, &self.config.worker_id)
+            .await
+        {
+            Ok(own) if !matches!(own.phase(), "" | "Ready" | "Pending") => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let request = ClaimRequest {
+            worker_id: self.config.worker_id.clone(),
+            lease: self.config.lease_duration,
+            region: self.config.region.clone(),
+            gpu: self.config.gpu,
+            supported_models: self.config.supported_models.clone(),
+            namespace: self.config.namespace.clone(),
+        };
+        let Some(task) = self.store.claim_task(&request).await? else {
+            return Ok(None);
+        };
+        self.held()
+            .insert((task.namespace().to_string(), task.name().to_string()));
+        Ok(Some(task))
+    }
+
+    /// Claims and runs tasks one after another until none is claimable; returns how many ran.
+    /// Useful for tests and single-shot embedding.
+    pub async fn run_until_idle(&self) -> Result<usize> {
+        let mut ran = 0;
+        while let Some(task) = self.claim_next().await? {
+            self.execute(task).await?;
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
+    async fn log(&self, task: &Object, line: String) {
+        let entry = format!("{} {line}", format_time(self.clock.now()));
+        if let Err(e) = self
+            .store
+            .append_task_log(task.namespace(), task.name(), &entry)
+            .await
+        {
+            tracing::warn!(task = %task.key(), error = %e, "appending task log failed");
+        }
+    }
+
+    fn history(&self, event_type: &str, message: String) -> TaskHistoryEvent {
+        TaskHistoryEvent {
+            timestamp: self.now(),
+            event_type: event_type.into(),
+            worker: self.config.worker_id.clone(),
+            message,
+            ..Default::default()
+        }
+    }
+
+    /// Runs a task this worker claimed to a terminal (or rescheduled) status, renewing the
+    /// lease meanwhile. Releases the slot when done.
+    pub async fn execute(&self, task: Object) -> Result<TaskResult> {
+        let key = (task.namespace().to_string(), task.name().to_string());
+        let result = self.execute_inner(task).await;
+        self.held().remove(&key);
+        result
+    }
+
+    async fn execute_inner(&self, task: Object) -> Result<TaskResult> {
+        let claim = self.history(
+            "claim",
+            format!(
+                "task claimed by worker={} lease={}",
+                self.config.worker_id,
+                humanize(self.config.lease_duration)
+            ),
+        );
+        self.log(&task, claim.message.clone()).await;
+        let Some(task) = self
+            .write_status(&task, |status| {
+                push_history(status, claim.clone());
+            })
+            .await?
+        else {
+            return Ok(TaskResult::LeaseLost);
+        };
+        let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
+        let outcome = {
+            let work = self.run_graph(&task, &mut status);
+            let renew = self.renew_lease(&task);
+            tokio::pin!(work);
+            tokio::pin!(renew);
+            tokio::select! {
+                biased;
+                r = &mut work => r,
+                _ = &mut renew => unreachable!("lease renewal never completes"),
+            }
+        };
+        self.finalize(&task, status, outcome).await
+    }
+
+    /// Renews the lease every heartbeat interval; stops renewing (and pends) on failure.
+    async fn renew_lease(&self, task: &Object) {
+        let every = self.config.heartbeat_interval.max(Duration::from_millis(1));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self
+                .store
+                .renew_task_lease(
+                    task.namespace(),
+                    task.name(),
+                    &self.config.worker_id,
+                    self.config.lease_duration,
+                )
+                .await
+            {
+                tracing::warn!(task = %task.key(), error = %e, "lease renewal failed; renewal stopped");
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+
+    async fn run_graph(
+        &self,
+        task: &Object,
+        status: &mut TaskStatus,
+    ) -> std::result::Result<(), StepFailure> {
+        let plain = |reason: String| StepFailure {
+            reason,
+            approval_pending: false,
+        };
+        let spec: TaskSpec =
+            resources::spec_of(task).map_err(|e| plain(format!("invalid task spec: {e}")))?;
+        let plan = prepare(self.store.as_ref(), self.router.as_ref(), task, &spec)
+            .await
+            .map_err(plain)?;
+        let mut run = GraphRun::new(
+            &plan,
+            task,
+            &spec,
+            status.attempts,
+            &self.config.worker_id,
+            self.clock.as_ref(),
+        );
+        run_sequential(&mut run, status, &self.runner).await
+    }
+
+    /// Writes the result with compare-and-swap: re-reads the task, checks the lease is still
+    /// ours, merges our trace/messages/output over the fresh status and applies the transition.
+    async fn finalize(
+        &self,
+        task: &Object,
+        ours: TaskStatus,
+        outcome: std::result::Result<(), StepFailure>,
+    ) -> Result<TaskResult> {
+        let spec: TaskSpec = resources::spec_of(task).unwrap_or_default();
+        let now = self.clock.now();
+        let now_s = format_time(now);
+        let attempts = ours.attempts;
+        let max_attempts = spec.retry.max_attempts.max(1);
+        let backoff = parse_duration(&spec.retry.backoff).unwrap_or(Duration::ZERO);
+        let (log_line, phase_after): (String, String);
+        let apply: Box<dyn Fn(&mut TaskStatus) + Send + Sync> = match &outcome {
+            Ok(()) => {
+                let out = &ours.output;
+                log_line = format!(
+                    "task transitioned Running->Succeeded agents={} tokens_used_total={} tokens_estimated_total={}",
+                    out.get("agents_executed").cloned().unwrap_or_default(),
+                    out.get("tokens_used_total").cloned().unwrap_or_default(),
+                    out.get("tokens_estimated_total")
+                        .cloned()
+                        .unwrap_or_default()
+                );
+                phase_after = "Succeeded".into();
+                let h = self.history("succeeded", "task execution completed".into());
+                let ours = ours.clone();
+                let now_s = now_s.clone();
+                Box::new(move |s: &mut TaskStatus| {
+                    merge_progress(s, &ours);
+                    s.output = ours.output.clone();
+                    s.phase = "Succeeded".into();
+                    s.completed_at = now_s.clone();
+                    s.last_error.clear();
+                    s.next_attempt_at.clear();
+                    clear_lease(s);
+                    push_history(s, h.clone());
+                })
+            }
+            Err(f) if f.approval_pending => {
+                log_line = format!("task waiting for tool approval reason={}", f.reason);
+                phase_after = "WaitingApproval".into();
+                let h = self.history("waiting_approval", f.reason.clone());
+                let ours = ours.clone();
+                let reason = f.reason.clone();
+                Box::new(move |s: &mut TaskStatus| {
+                    merge_progress(s, &ours);
+                    s.phase = "WaitingApproval".into();
+                    s.last_error = reason.clone();
+                    push_history(s, h.clone());
+                })
+            }
+            Err(f) => {
+                let reason = f.reason.clone();
+                let ours = ours.clone();
+                match decide(&reason, attempts, max_attempts, backoff) {
+                    FailureOutcome::Retry(delay) => {
+                        let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                        let next_s = format_time(next);
+                        log_line = format!(
+                            "retry scheduled: attempt={attempts} max_attempts={max_attempts} next_attempt_at={next_s} reason={reason}"
+                        );
+                        phase_after = "Pending".into();
+                        let last_error =
+                            format!("{reason} (retry scheduled in {})", humanize(delay));
+                        let h = self.history("retry_scheduled", last_error.clone());
+                        Box::new(move |s: &mut TaskStatus| {
+                            merge_progress(s, &ours);
+                            s.phase = "Pending".into();
+                            s.last_error = last_error.clone();
+                            s.next_attempt_at = next_s.clone();
+                            s.output.clear();
+                            s.messages.clear();
+                            s.join_states.clear();
+                            s.completed_at.clear();
+                            clear_lease(s);
+                            push_history(s, h.clone());
+                        })
+                    }
+                    terminal => {
+                        let (phase, kind) = if terminal == FailureOutcome::DeadLetter {
+                            ("DeadLetter", "deadletter")
+                        } else {
+                            ("Failed", "failed")
+                        };
+                        log_line = format!("task moved to {phase} reason={reason}");
+                        phase_after = phase.into();
+                        let h = self.history(kind, reason.clone());
+                        let now_s = now_s.clone();
+                        Box::new(move |s: &mut TaskStatus| {
+                            merge_progress(s, &ours);
+                            s.phase = phase.into();
+                            s.last_error = reason.clone();
+                            s.completed_at = now_s.clone();
+                            s.next_attempt_at.clear();
+                            s.output.clear();
+                            clear_lease(s);
+                            push_history(s, h.clone());
+                        })
+                    }
+                }
+            }
+        };
+        match self.write_status(task, |s| apply(s)).await? {
+            Some(_) => {
+                self.log(task, log_line).await;
+                Ok(TaskResult::Written(phase_after))
+            }
+            None => Ok(TaskResult::LeaseLost),
+        }
+    }
+
+    /// Re-reads the task and applies `change` to its status with compare-and-swap, retrying on
+    /// conflicts. `None` when the task is no longer held by this worker.
+    async fn write_status(
+        &self,
+        task: &Object,
+        change: impl Fn(&mut TaskStatus),
+    ) -> Result<Option<Object>> {
+        let mut last = Error::conflict("task status write did not run");
+        for attempt in 0..CAS_ATTEMPTS {
+            let fresh = self
+                .store
+                .get(Kind::Task, task.namespace(), task.name())
+                .await?;
+            let mut status = resources::status_of::<TaskSpec>(&fresh).unwrap_or_default();
+            if !status.phase.eq_ignore_ascii_case("running")
+                || status.claimed_by != self.config.worker_id
+            {
+                tracing::warn!(task = %task.key(), "lease lost; result not written");
+                return Ok(None);
+            }
+            change(&mut status);
+            cap(&mut status);
+            let value = serde_json::to_value(&status)
+                .map_err(|e| Error::internal(format!("serializing task status: {e}")))?;
+            match self
+                .store
+                .update_status(
+                    Kind::Task,
+                    task.namespace(),
+                    task.name(),
+                    Some(&fresh.metadata.resource_version),
+                    value,
+                )
+                .await
+            {
+                Ok(o) => return Ok(Some(o)),
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(5 * (attempt as u64 + 1))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Runs until `cancel` fires: heartbeats, claims up to capacity and runs tasks concurrently.
+    /// On cancel it stops claiming, waits up to the drain timeout, releases tasks it could not
+    /// finish and marks its `Worker` NotReady.
+    pub async fn run(self, cancel: CancellationToken) -> Result<()> {
+        if let Err(e) = self.heartbeat("Ready").await {
+            tracing::warn!(worker = %self.config.worker_id, error = %e, "worker registration failed");
+        }
+        let mut heartbeat =
+            tokio::time::interval(self.config.heartbeat_interval.max(Duration::from_millis(1)));
+        let mut poll =
+            tokio::time::interval(self.config.poll_interval.max(Duration::from_millis(1)));
+        let mut running: JoinSet<()> = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = heartbeat.tick() => {
+                    if let Err(e) = self.heartbeat("Ready").await {
+                        tracing::warn!(worker = %self.config.worker_id, error = %e, "worker heartbeat failed");
+                    }
+                }
+                _ = poll.tick() => {
+                    loop {
+                        match self.claim_next().await {
+                            Ok(Some(task)) => {
+                                let worker = self.clone();
+                                running.spawn(async move {
+                                    let key = task.key();
+                                    if let Err(e) = worker.execute(task).await {
+                                        tracing::warn!(task = %key, error = %e, "task execution failed");
+                                    }
+                                });
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(worker = %self.config.worker_id, error = %e, "claim failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+        }
+        let drained = tokio::time::timeout(self.config.drain_timeout, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+            let held: Vec<(String, String)> = self.held().drain().collect();
+            for (ns, name) in held {
+                if let Err(e) = self
+                    .store
+                    .release_task(&ns, &name, &self.config.worker_id)
+                    .await
+                {
+                    tracing::warn!(task = %format!("{ns}/{name}"), error = %e, "releasing task failed");
+                }
+            }
+        }
+        self.heartbeat("NotReady").await.map(|_| ())
+    }
+}
+
+fn push_history(status: &mut TaskStatus, entry: TaskHistoryEvent) {
+    status.history.push(entry);
+    if status.history.len() > MAX_HISTORY {
+        let excess = status.history.len() - MAX_HISTORY;
+        status.history.drain(..excess);
+    }
+}
+
+fn cap(status: &mut TaskStatus) {
+    if status.trace.len() > MAX_TRACE {
+        let excess = status.trace.len() - MAX_TRACE;
+        status.trace.drain(..excess);
+    }
+    if status.messages.len() > MAX_MESSAGES {
+        let excess = status.messages.len() - MAX_MESSAGES;
+        status.messages.drain(..excess);
+    }
+}
+
+/// Copies the engine-owned progress (trace, messages, join states) into a fresh status.
+fn merge_progress(fresh: &mut TaskStatus, ours: &TaskStatus) {
+    fresh.trace = ours.trace.clone();
+    fresh.messages = ours.messages.clone();
+    fresh.join_states = ours.join_states.clone();
+}
+
+fn clear_lease(status: &mut TaskStatus) {
+    status.assigned_worker.clear();
+    status.claimed_by.clear();
+    status.lease_until.clear();
+    status.last_heartbeat.clear();
+}

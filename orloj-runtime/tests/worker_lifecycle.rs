@@ -1,0 +1,231 @@
+//! The worker: registration/heartbeat, lease renewal, exclusive claims and shutdown.
+
+#[path = "engine_support.rs"]
+mod support;
+
+use orloj_core::resources::{self, WorkerSpec};
+use orloj_core::{Kind, Store, SystemClock};
+use orloj_runtime::engine::agent_turn::AgentRunner;
+use orloj_runtime::worker::{Worker, WorkerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+fn worker(store: &Arc<dyn Store>, model: Arc<MockModel>, config: WorkerConfig) -> Worker {
+    let router = Arc::new(StoreRouter {
+        store: store.clone(),
+        model,
+    });
+    let tools = Arc::new(FakeTools::default());
+    let clock = Arc::new(SystemClock);
+    let runner = AgentRunner::new(tools.clone(), clock.clone()).with_step_interval(Duration::ZERO);
+    Worker::new(config, store.clone(), clock, router, tools).with_runner(runner)
+}
+
+fn fast(id: &str) -> WorkerConfig {
+    WorkerConfig {
+        worker_id: id.into(),
+        heartbeat_interval: Duration::from_millis(30),
+        poll_interval: Duration::from_millis(10),
+        lease_duration: Duration::from_millis(300),
+        drain_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+const SYSTEM: &str = "---\napiVersion: orloj.dev/v1\nkind: AgentSystem\nmetadata: {name: s}\nspec: {agents: [solo]}\n";
+
+async fn setup(store: &Arc<dyn Store>, tasks: &[&str]) {
+    let mut yaml = format!("{ENDPOINT}{}{SYSTEM}", agent("solo", "  prompt: plan"));
+    for t in tasks {
+        yaml.push_str(&task_manifest(t, "s", ""));
+    }
+    apply(store, &yaml).await;
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn worker_registers_ready_then_not_ready_on_shutdown() {
+    let store = store();
+    let w = worker(&store, Arc::new(MockModel::default()), fast("w-reg"));
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    let s = store.clone();
+    wait_for("Worker Ready", || {
+        let s = s.clone();
+        async move {
+            s.get(Kind::Worker, "default", "w-reg")
+                .await
+                .is_ok_and(|o| o.phase() == "Ready")
+        }
+    })
+    .await;
+    let obj = store
+        .get(Kind::Worker, "default", "w-reg")
+        .await
+        .expect("worker");
+    let status = resources::status_of::<WorkerSpec>(&obj).expect("status");
+    assert!(!status.last_heartbeat.is_empty());
+    let spec: WorkerSpec = resources::spec_of(&obj).expect("spec");
+    assert_eq!(spec.region, "default");
+    assert_eq!(spec.max_concurrent_tasks, 1);
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+    let obj = store
+        .get(Kind::Worker, "default", "w-reg")
+        .await
+        .expect("worker");
+    let status = resources::status_of::<WorkerSpec>(&obj).expect("status");
+    assert_eq!(status.phase, "NotReady");
+    assert_eq!(status.last_error, "worker stopped");
+}
+
+#[tokio::test]
+async fn lease_is_renewed_during_a_long_run() {
+    let store = store();
+    setup(&store, &["t1"]).await;
+    let model = Arc::new(MockModel {
+        delay: Duration::from_millis(400),
+        ..Default::default()
+    });
+    let w = worker(&store, model, fast("w-lease"));
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    let s = store.clone();
+    wait_for("task Running", || {
+        let s = s.clone();
+        async move { task(&s, "t1").await.phase() == "Running" }
+    })
+    .await;
+    let first = status(&task(&store, "t1").await).lease_until;
+    assert!(!first.is_empty());
+    let s = store.clone();
+    let first2 = first.clone();
+    wait_for("lease renewal", || {
+        let s = s.clone();
+        let first = first2.clone();
+        async move {
+            let st = status(&task(&s, "t1").await);
+            st.phase == "Running" && !st.lease_until.is_empty() && st.lease_until != first
+        }
+    })
+    .await;
+    let s = store.clone();
+    wait_for("task Succeeded", || {
+        let s = s.clone();
+        async move { task(&s, "t1").await.phase() == "Succeeded" }
+    })
+    .await;
+    // The run outlived the original 300ms lease and nobody else could take it over.
+    let st = status(&task(&store, "t1").await);
+    assert_eq!(st.attempts, 1);
+    assert!(!st.history.iter().any(|h| h.event_type == "takeover"));
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+}
+
+#[tokio::test]
+async fn two_workers_never_run_the_same_task() {
+    let store = store();
+    let names: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    setup(&store, &refs).await;
+    let model = Arc::new(MockModel {
+        delay: Duration::from_millis(5),
+        ..Default::default()
+    });
+    let a = worker(&store, model.clone(), fast("w-a"));
+    let b = worker(&store, model.clone(), fast("w-b"));
+    let (ra, rb) = tokio::join!(a.run_until_idle(), b.run_until_idle());
+    let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+    assert_eq!(ra + rb, names.len());
+    // One model call per task (a single no-tool step), so no task ran twice.
+    assert_eq!(model.requests.lock().expect("lock").len(), names.len());
+    for name in &names {
+        let st = status(&task(&store, name).await);
+        assert_eq!(st.phase, "Succeeded", "{name}: {}", st.last_error);
+        assert_eq!(st.attempts, 1);
+        assert_eq!(
+            st.history
+                .iter()
+                .filter(|h| h.event_type == "claim")
+                .count(),
+            1
+        );
+        assert!(st.claimed_by.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn shutdown_releases_tasks_it_cannot_finish_within_the_drain_deadline() {
+    let store = store();
+    setup(&store, &["t1"]).await;
+    let model = Arc::new(MockModel {
+        delay: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let mut config = fast("w-drain");
+    config.drain_timeout = Duration::from_millis(50);
+    let w = worker(&store, model, config);
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    let s = store.clone();
+    wait_for("task Running", || {
+        let s = s.clone();
+        async move { task(&s, "t1").await.phase() == "Running" }
+    })
+    .await;
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+    let st = status(&task(&store, "t1").await);
+    assert_eq!(st.phase, "Running");
+    assert!(st.claimed_by.is_empty(), "released: {}", st.claimed_by);
+    // Another worker can take it over at once.
+    let other = worker(&store, Arc::new(MockModel::default()), fast("w-next"));
+    assert_eq!(other.run_until_idle().await.expect("runs"), 1);
+    let st = status(&task(&store, "t1").await);
+    assert_eq!(st.phase, "Succeeded", "{}", st.last_error);
+    assert_eq!(st.attempts, 1);
+}
+
+#[tokio::test]
+async fn capacity_bounds_claims() {
+    let store = store();
+    setup(&store, &["t1", "t2"]).await;
+    let w = worker(&store, Arc::new(MockModel::default()), fast("w-cap"));
+    let first = w.claim_next().await.expect("claim").expect("a task");
+    assert_eq!(w.current_tasks(), 1);
+    assert!(
+        w.claim_next().await.expect("claim").is_none(),
+        "at capacity"
+    );
+    w.execute(first).await.expect("execute");
+    assert_eq!(w.current_tasks(), 0);
+    assert!(w.claim_next().await.expect("claim").is_some());
+}
+
+#[tokio::test]
+async fn a_not_ready_worker_record_claims_nothing() {
+    let store = store();
+    setup(&store, &["t1"]).await;
+    let w = worker(&store, Arc::new(MockModel::default()), fast("w-stale"));
+    w.heartbeat("NotReady").await.expect("heartbeat");
+    assert!(w.claim_next().await.expect("claim").is_none());
+    assert_eq!(task(&store, "t1").await.phase(), "Pending");
+    w.heartbeat("Ready").await.expect("heartbeat");
+    assert!(w.claim_next().await.expect("claim").is_some());
+}
