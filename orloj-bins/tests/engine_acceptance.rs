@@ -1,6 +1,7 @@
 //! The engine, end to end through the real binaries: orlojd with an embedded worker runs the
 //! project's quickstart, the reference's blueprints, and the reference's test scenarios to the
-//! terminal states the spec lists (runtime §13.2), in sequential mode.
+//! terminal states the spec lists (runtime §13.2), in sequential mode; 04-governance-deny ends
+//! Failed (the sequential mode's terminal phase for a denial).
 
 mod common;
 
@@ -101,7 +102,7 @@ fn reference_scenarios_reach_their_terminal_states() {
     let Some(upstream) = upstream_dir() else { return };
     let server = start();
     let scenarios = upstream.join("testing/scenarios");
-    for ns in ["rt-pipeline", "rt-hier", "rt-loop", "rt-retry"] {
+    for ns in ["rt-pipeline", "rt-hier", "rt-loop", "rt-gov", "rt-retry"] {
         mock_endpoint(&server, ns);
     }
     apply_dir(&server, &scenarios.join("01-pipeline"));
@@ -120,6 +121,19 @@ fn reference_scenarios_reach_their_terminal_states() {
 
     apply_dir(&server, &scenarios.join("03-loop-max-turns"));
     wait_for(&server, "rt-loop", "rt-loop-task", "Succeeded");
+
+    apply_dir(&server, &scenarios.join("04-governance-deny"));
+    let t = wait_for(&server, "rt-gov", "rt-gov-deny-task", "Failed");
+    assert_eq!(t["status"]["phase"], "Failed", "{:#}", t["status"]);
+    let trace = t["status"]["trace"].as_array().cloned().unwrap_or_default();
+    assert!(
+        trace.iter().any(|e| e["type"] == "tool_permission_denied"),
+        "denial is traced: {trace:#?}"
+    );
+    assert!(
+        !trace.iter().any(|e| e["type"] == "tool_call"),
+        "the denied tool never ran: {trace:#?}"
+    );
 
     apply_dir(&server, &scenarios.join("05-retry-deadletter"));
     let t = wait_for(&server, "rt-retry", "rt-retry-deadletter-task", "DeadLetter");

@@ -38,6 +38,7 @@ pub mod api;
 pub mod controllers;
 pub mod engine;
 pub mod events;
+pub mod governance;
 pub mod model;
 pub mod tools;
 pub mod worker;

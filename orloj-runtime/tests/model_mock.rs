@@ -65,7 +65,12 @@ async fn no_tools_gives_the_deterministic_content_and_no_usage() {
 
 #[tokio::test]
 async fn same_request_same_answer() {
-    let req = request("research rust", &["web_search", "db"], 3, &[("topic", "rust")]);
+    let req = request(
+        "research rust",
+        &["web_search", "db"],
+        3,
+        &[("topic", "rust")],
+    );
     let a = MockModel::new().complete(req.clone()).await.expect("a");
     let b = MockModel::new().complete(req).await.expect("b");
     assert_eq!(a, b);
@@ -93,7 +98,13 @@ async fn matching_signal_calls_that_tool_on_every_step() {
 async fn signals_are_checked_in_order() {
     // Both `web` and `vector` are in the prompt; `vector` comes first in the pattern order.
     assert_eq!(
-        calls(request("use the web or a vector index", &["web_fetch", "vector_db"], 2, &[])).await,
+        calls(request(
+            "use the web or a vector index",
+            &["web_fetch", "vector_db"],
+            2,
+            &[]
+        ))
+        .await,
         call("vector_db", "agent=planner step=2")
     );
     // `search` precedes `web`: the search tool is chosen even though `web` appears too.
@@ -106,7 +117,13 @@ async fn signals_are_checked_in_order() {
 #[tokio::test]
 async fn signals_come_from_context_too() {
     assert_eq!(
-        calls(request("summarize", &["notes", "db_query"], 4, &[("inbox.content", "check the DB")])).await,
+        calls(request(
+            "summarize",
+            &["notes", "db_query"],
+            4,
+            &[("inbox.content", "check the DB")]
+        ))
+        .await,
         call("db_query", "check the DB")
     );
     assert_eq!(
@@ -138,18 +155,34 @@ async fn without_a_match_only_step_one_calls_the_first_tool() {
         calls(request("search everything", &tools, 1, &[])).await,
         call("alpha", "agent=planner step=1")
     );
-    assert!(calls(request("search everything", &tools, 2, &[])).await.is_empty());
+    assert!(
+        calls(request("search everything", &tools, 2, &[]))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn tool_input_prefers_inbox_content_then_topic() {
     let tools = ["alpha"];
     assert_eq!(
-        calls(request("p", &tools, 1, &[("topic", "t"), ("inbox.content", "from inbox")])).await,
+        calls(request(
+            "p",
+            &tools,
+            1,
+            &[("topic", "t"), ("inbox.content", "from inbox")]
+        ))
+        .await,
         call("alpha", "from inbox")
     );
     assert_eq!(
-        calls(request("p", &tools, 1, &[("topic", "t"), ("inbox.content", "  ")])).await,
+        calls(request(
+            "p",
+            &tools,
+            1,
+            &[("topic", "t"), ("inbox.content", "  ")]
+        ))
+        .await,
         call("alpha", "t")
     );
     assert_eq!(
@@ -161,7 +194,8 @@ async fn tool_input_prefers_inbox_content_then_topic() {
 #[tokio::test]
 async fn prompt_is_the_first_system_message() {
     let mut req = request("plain", &["alpha", "web_fetch"], 2, &[]);
-    req.messages.push(ChatMessage::text(Role::User, "web web web"));
+    req.messages
+        .push(ChatMessage::text(Role::User, "web web web"));
     assert!(
         calls(req.clone()).await.is_empty(),
         "user messages are not part of the signal"

@@ -91,7 +91,9 @@ fn simple(model: &str) -> ModelRequest {
 async fn serve(status: u16, body: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/json"))
+        .respond_with(
+            ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/json"),
+        )
         .mount(&server)
         .await;
     server
@@ -122,7 +124,10 @@ async fn openai_plain_text_with_usage() {
         .expect(1)
         .mount(&server)
         .await;
-    let response = openai(&server).complete(simple("gpt-4o")).await.expect("completes");
+    let response = openai(&server)
+        .complete(simple("gpt-4o"))
+        .await
+        .expect("completes");
     assert_eq!(response.content, "hello");
     assert!(response.tool_calls.is_empty());
     assert_eq!(
@@ -157,7 +162,10 @@ async fn openai_tool_calls_and_history_mapping() {
         .to_string(),
     )
     .await;
-    let response = openai(&server).complete(conversation()).await.expect("completes");
+    let response = openai(&server)
+        .complete(conversation())
+        .await
+        .expect("completes");
     assert_eq!(response.content, "");
     assert_eq!(response.usage, None);
     let calls: Vec<(&str, &str, &str)> = response
@@ -185,13 +193,20 @@ async fn openai_tool_calls_and_history_mapping() {
                            "additionalProperties": true}
         }})
     );
-    assert_eq!(body["tools"][1]["function"]["description"], "Query the database");
+    assert_eq!(
+        body["tools"][1]["function"]["description"],
+        "Query the database"
+    );
     assert_eq!(
         body["tools"][1]["function"]["parameters"]["properties"]["sql"]["type"],
         "string"
     );
     let messages = body["messages"].as_array().expect("messages");
-    assert_eq!(messages.len(), 5, "the empty assistant message is skipped: {messages:?}");
+    assert_eq!(
+        messages.len(),
+        5,
+        "the empty assistant message is skipped: {messages:?}"
+    );
     assert_eq!(messages[2]["role"], "assistant");
     assert_eq!(messages[2]["content"], Value::Null);
     assert_eq!(
@@ -199,7 +214,10 @@ async fn openai_tool_calls_and_history_mapping() {
         json!({"id": "c1", "type": "function",
                "function": {"name": "web.search", "arguments": "{\"q\":\"rust\"}"}})
     );
-    assert_eq!(messages[2]["tool_calls"][1]["function"]["arguments"], "plain words");
+    assert_eq!(
+        messages[2]["tool_calls"][1]["function"]["arguments"],
+        "plain words"
+    );
     assert_eq!(
         messages[3],
         json!({"role": "tool", "tool_call_id": "c1", "content": "<tool_result>ok</tool_result>"})
@@ -220,7 +238,10 @@ async fn openai_content_parts_and_missing_total() {
         .to_string(),
     )
     .await;
-    let response = openai(&server).complete(simple("m")).await.expect("completes");
+    let response = openai(&server)
+        .complete(simple("m"))
+        .await
+        .expect("completes");
     assert_eq!(response.content, "line one\nline two");
     assert_eq!(response.usage.map(|u| u.total_tokens), Some(10));
 }
@@ -232,7 +253,10 @@ async fn openai_http_errors_carry_the_provider_message() {
         r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error"}}"#,
     )
     .await;
-    let err = openai(&server).complete(simple("m")).await.expect_err("401 fails");
+    let err = openai(&server)
+        .complete(simple("m"))
+        .await
+        .expect_err("401 fails");
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert_eq!(
         err.message(),
@@ -240,19 +264,35 @@ async fn openai_http_errors_carry_the_provider_message() {
     );
 
     let server = serve(429, r#"{"error":{"message":"Rate limit reached"}}"#).await;
-    let err = openai(&server).complete(simple("m")).await.expect_err("429 fails");
+    let err = openai(&server)
+        .complete(simple("m"))
+        .await
+        .expect_err("429 fails");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
-    assert!(err.message().contains("status=429: Rate limit reached"), "{err}");
+    assert!(
+        err.message().contains("status=429: Rate limit reached"),
+        "{err}"
+    );
 
     let html = format!("<html>{}</html>", "x".repeat(5000));
     let server = serve(502, &html).await;
-    let err = openai(&server).complete(simple("m")).await.expect_err("502 fails");
+    let err = openai(&server)
+        .complete(simple("m"))
+        .await
+        .expect_err("502 fails");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.message().contains("status=502: <html>xxx"), "{err}");
-    assert!(err.message().len() < 600, "body excerpt is truncated: {}", err.message().len());
+    assert!(
+        err.message().len() < 600,
+        "body excerpt is truncated: {}",
+        err.message().len()
+    );
 
     let server = serve(500, "").await;
-    let err = openai(&server).complete(simple("m")).await.expect_err("500 fails");
+    let err = openai(&server)
+        .complete(simple("m"))
+        .await
+        .expect_err("500 fails");
     assert_eq!(
         err.message(),
         "openai model request failed status=500: Internal Server Error"
@@ -266,8 +306,14 @@ async fn openai_malformed_answers_are_errors_not_panics() {
         ("", "empty"),
         ("[1,2,3]", "missing choices"),
         (r#"{"choices":[]}"#, "missing choices"),
-        (r#"{"choices":[{"message":{"content":""}}]}"#, "missing message content"),
-        (r#"{"choices":[{"message":{"content":42}}]}"#, "missing message content"),
+        (
+            r#"{"choices":[{"message":{"content":""}}]}"#,
+            "missing message content",
+        ),
+        (
+            r#"{"choices":[{"message":{"content":42}}]}"#,
+            "missing message content",
+        ),
         (r#"{"choices":[{}]}"#, "missing message content"),
         (
             r#"{"error":{"message":"quota exceeded"}}"#,
@@ -295,7 +341,10 @@ async fn transport_failures_and_timeouts_are_unavailable() {
     let model = OpenAiModel::new(settings(), format!("http://127.0.0.1:{port}/v1"), "k");
     let err = model.complete(simple("m")).await.expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
-    assert!(err.message().starts_with("openai model request failed: "), "{err}");
+    assert!(
+        err.message().starts_with("openai model request failed: "),
+        "{err}"
+    );
 
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -400,7 +449,10 @@ async fn anthropic_request_shape_aliases_and_history() {
     request
         .messages
         .insert(1, ChatMessage::text(Role::System, "Be brief."));
-    let response = anthropic(&server).complete(request).await.expect("completes");
+    let response = anthropic(&server)
+        .complete(request)
+        .await
+        .expect("completes");
     assert_eq!(response.content, "Let me look.\nDone.");
     let calls: Vec<(&str, &str, &str)> = response
         .tool_calls
@@ -430,9 +482,15 @@ async fn anthropic_request_shape_aliases_and_history() {
     assert_eq!(body["system"], "You are helpful.\n\nBe brief.");
     assert_eq!(body["tools"][0]["name"], "web_search");
     assert_eq!(body["tools"][0]["description"], "Invoke tool web.search");
-    assert_eq!(body["tools"][0]["input_schema"]["properties"]["input"]["type"], "string");
+    assert_eq!(
+        body["tools"][0]["input_schema"]["properties"]["input"]["type"],
+        "string"
+    );
     assert_eq!(body["tools"][1]["name"], "db");
-    assert_eq!(body["tools"][1]["input_schema"]["properties"]["sql"]["type"], "string");
+    assert_eq!(
+        body["tools"][1]["input_schema"]["properties"]["sql"]["type"],
+        "string"
+    );
     let messages = body["messages"].as_array().expect("messages");
     assert_eq!(
         messages,
@@ -480,21 +538,39 @@ async fn anthropic_errors() {
         r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too large"}}"#,
     )
     .await;
-    let err = anthropic(&server).complete(simple("c")).await.expect_err("400");
+    let err = anthropic(&server)
+        .complete(simple("c"))
+        .await
+        .expect_err("400");
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert_eq!(
         err.message(),
         "anthropic model request failed status=400: max_tokens: too large"
     );
 
-    let server = serve(529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#).await;
-    let err = anthropic(&server).complete(simple("c")).await.expect_err("529");
+    let server = serve(
+        529,
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    )
+    .await;
+    let err = anthropic(&server)
+        .complete(simple("c"))
+        .await
+        .expect_err("529");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.message().ends_with("status=529: Overloaded"), "{err}");
 
-    for body in ["garbage", "{}", r#"{"content":[]}"#, r#"{"content":[{"type":"tool_use"}]}"#] {
+    for body in [
+        "garbage",
+        "{}",
+        r#"{"content":[]}"#,
+        r#"{"content":[{"type":"tool_use"}]}"#,
+    ] {
         let server = serve(200, body).await;
-        let err = anthropic(&server).complete(simple("c")).await.expect_err(body);
+        let err = anthropic(&server)
+            .complete(simple("c"))
+            .await
+            .expect_err(body);
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{body}");
         assert!(err.message().starts_with("anthropic model"), "{err}");
     }
@@ -552,7 +628,10 @@ async fn ollama_request_shape_tool_calls_and_usage() {
     assert_eq!(body["tools"][0]["function"]["name"], "web.search");
     let messages = body["messages"].as_array().expect("messages");
     assert_eq!(messages.len(), 5);
-    assert_eq!(messages[0], json!({"role": "system", "content": "You are helpful."}));
+    assert_eq!(
+        messages[0],
+        json!({"role": "system", "content": "You are helpful."})
+    );
     assert_eq!(
         messages[2]["tool_calls"],
         json!([
@@ -568,13 +647,21 @@ async fn ollama_request_shape_tool_calls_and_usage() {
 
 #[tokio::test]
 async fn ollama_plain_text_and_errors() {
-    let server = serve(200, r#"{"message":{"role":"assistant","content":"hello"},"done":true}"#).await;
+    let server = serve(
+        200,
+        r#"{"message":{"role":"assistant","content":"hello"},"done":true}"#,
+    )
+    .await;
     let model = OllamaModel::new(settings(), server.uri());
     let response = model.complete(simple("llama3")).await.expect("completes");
     assert_eq!(response.content, "hello");
     assert_eq!(response.usage, None);
 
-    let server = serve(404, r#"{"error":"model \"llama9\" not found, try pulling it first"}"#).await;
+    let server = serve(
+        404,
+        r#"{"error":"model \"llama9\" not found, try pulling it first"}"#,
+    )
+    .await;
     let err = OllamaModel::new(settings(), server.uri())
         .complete(simple("llama9"))
         .await

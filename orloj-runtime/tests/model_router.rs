@@ -117,7 +117,10 @@ async fn missing_endpoint_and_empty_ref() {
         err.message(),
         r#"model endpoint "nope" not found in namespace "team""#
     );
-    let err = router.resolve("team", "other/nope").await.expect_err("missing");
+    let err = router
+        .resolve("team", "other/nope")
+        .await
+        .expect_err("missing");
     assert_eq!(
         err.message(),
         r#"model endpoint "other/nope" not found in namespace "other""#
@@ -142,7 +145,10 @@ async fn mock_endpoint_by_name_and_by_namespace_ref() {
     )
     .await;
     let router = router(&store, &[]);
-    let resolved = router.resolve("team", "shared/fake").await.expect("resolves");
+    let resolved = router
+        .resolve("team", "shared/fake")
+        .await
+        .expect("resolves");
     assert_eq!(resolved.endpoint, "shared/fake");
     assert_eq!(resolved.model, "gpt-4o");
     assert_eq!(resolved.provider, "mock");
@@ -180,7 +186,10 @@ async fn api_key_from_a_named_secret_key() {
         &[("value", "wrong"), ("openai", "sk-keyed")],
     )
     .await;
-    let resolved = router(&store, &[]).resolve("team", "gpt").await.expect("resolves");
+    let resolved = router(&store, &[])
+        .resolve("team", "gpt")
+        .await
+        .expect("resolves");
     assert_eq!(call(&resolved).await, "ok");
 }
 
@@ -221,11 +230,20 @@ async fn key_errors() {
     )
     .await;
     let router = router(&store, &[]);
-    let err = router.resolve("team", "gpt").await.expect_err("no secretRef");
+    let err = router
+        .resolve("team", "gpt")
+        .await
+        .expect_err("no secretRef");
     assert_eq!(err.kind(), ErrorKind::Invalid);
-    assert_eq!(err.message(), r#"model endpoint "gpt" requires auth.secretRef"#);
+    assert_eq!(
+        err.message(),
+        r#"model endpoint "gpt" requires auth.secretRef"#
+    );
 
-    let err = router.resolve("team", "claude").await.expect_err("unresolvable");
+    let err = router
+        .resolve("team", "claude")
+        .await
+        .expect_err("unresolvable");
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert!(
         err.message()
@@ -235,7 +253,10 @@ async fn key_errors() {
 
     // An empty environment variable is an error, not a fall-through.
     let router = self::router(&store, &[("ORLOJ_SECRET_ABSENT", "")]);
-    let err = router.resolve("team", "claude").await.expect_err("empty env");
+    let err = router
+        .resolve("team", "claude")
+        .await
+        .expect_err("empty env");
     assert!(err.message().contains("is empty"), "{err}");
 }
 
@@ -250,10 +271,14 @@ async fn unsupported_provider() {
         json!({"provider": "bedrock", "default_model": "x"}),
     )
     .await;
-    let err = router(&store, &[]).resolve("team", "br").await.expect_err("unsupported");
+    let err = router(&store, &[])
+        .resolve("team", "br")
+        .await
+        .expect_err("unsupported");
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert!(
-        err.message().starts_with("unsupported model endpoint provider"),
+        err.message()
+            .starts_with("unsupported model endpoint provider"),
         "{err}"
     );
 }
@@ -346,7 +371,10 @@ async fn provider_options_reach_the_requests() {
     assert_eq!(body["max_tokens"], 2048);
     assert_eq!(body["model"], "claude-sonnet");
 
-    let resolved = router.resolve("team", "local").await.expect("ollama needs no key");
+    let resolved = router
+        .resolve("team", "local")
+        .await
+        .expect("ollama needs no key");
     assert_eq!(resolved.provider, "ollama");
     assert_eq!(call(&resolved).await, "llama ok");
 }
@@ -368,7 +396,10 @@ async fn bad_max_tokens_option_is_invalid() {
         }),
     )
     .await;
-    let err = router(&store, &[]).resolve("team", "claude").await.expect_err("bad option");
+    let err = router(&store, &[])
+        .resolve("team", "claude")
+        .await
+        .expect_err("bad option");
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert!(err.message().contains("max_tokens"), "{err}");
 }
@@ -387,7 +418,10 @@ async fn clients_are_cached_until_the_endpoint_changes() {
     let router = router(&store, &[]);
     let first = router.resolve("team", "fake").await.expect("first");
     let again = router.resolve("team", "fake").await.expect("again");
-    assert!(Arc::ptr_eq(&first.client, &again.client), "cached client reused");
+    assert!(
+        Arc::ptr_eq(&first.client, &again.client),
+        "cached client reused"
+    );
 
     let mut object = store
         .get(Kind::ModelEndpoint, "team", "fake")
@@ -397,7 +431,10 @@ async fn clients_are_cached_until_the_endpoint_changes() {
     store.update(object).await.expect("updated");
 
     let rebuilt = router.resolve("team", "fake").await.expect("rebuilt");
-    assert!(!Arc::ptr_eq(&first.client, &rebuilt.client), "client rebuilt");
+    assert!(
+        !Arc::ptr_eq(&first.client, &rebuilt.client),
+        "client rebuilt"
+    );
     assert_eq!(rebuilt.model, "m-2");
     assert_eq!(call(&rebuilt).await, "model=m-2 step=1");
 
@@ -406,5 +443,9 @@ async fn clients_are_cached_until_the_endpoint_changes() {
         .await
         .expect("deleted");
     let err = router.resolve("team", "fake").await.expect_err("gone");
-    assert_eq!(err.kind(), ErrorKind::NotFound, "a deleted endpoint is not served from cache");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NotFound,
+        "a deleted endpoint is not served from cache"
+    );
 }

@@ -95,6 +95,15 @@ pub struct TurnOutcome {
     pub error: Option<TurnError>,
 }
 
+/// A token budget for one turn: the task's limit and what earlier agents already used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenBudget {
+    /// `max_tokens_per_run` of the matched policies (0 = none).
+    pub limit: u64,
+    /// Tokens the task used before this turn.
+    pub used: u64,
+}
+
 /// Runs agent turns against one tool executor.
 #[derive(Clone)]
 pub struct AgentRunner {
@@ -235,6 +244,7 @@ struct Turn<'a> {
     denied: Option<String>,
     approval: Option<String>,
     violation: Option<String>,
+    budget_exceeded: Option<String>,
     timed_out: bool,
 }
 
@@ -349,6 +359,17 @@ impl AgentRunner {
         }
     }
 
+    /// The tool executor calls go through.
+    pub fn tools(&self) -> Arc<dyn ToolExecutor> {
+        self.tools.clone()
+    }
+
+    /// Replaces the tool executor (e.g. with one wrapped in a per-task authorizer).
+    pub fn with_tools(mut self, tools: Arc<dyn ToolExecutor>) -> Self {
+        self.tools = tools;
+        self
+    }
+
     /// Sets the pause before each step (default 25ms, the reference's step cadence; it is what
     /// makes very short `limits.timeout` values fire deterministically).
     pub fn with_step_interval(mut self, interval: Duration) -> Self {
@@ -358,6 +379,17 @@ impl AgentRunner {
 
     /// Runs one turn to completion; failures are reported in [`TurnOutcome::error`].
     pub async fn run(&self, input: &TurnInput) -> TurnOutcome {
+        self.run_with_budget(input, None).await
+    }
+
+    /// Like [`AgentRunner::run`], under a token budget checked before every model call: when
+    /// the tokens already used by the task plus this turn's calls reach `budget.limit`, the
+    /// turn stops with a non-retryable `token budget exceeded` error instead of calling.
+    pub async fn run_with_budget(
+        &self,
+        input: &TurnInput,
+        budget: Option<TokenBudget>,
+    ) -> TurnOutcome {
         let started = Instant::now();
         let spec = &input.spec;
         let mut turn = Turn {
@@ -372,6 +404,7 @@ impl AgentRunner {
             denied: None,
             approval: None,
             violation: None,
+            budget_exceeded: None,
             timed_out: false,
         };
         let timeout = if spec.limits.timeout.trim().is_empty() {
@@ -391,11 +424,16 @@ impl AgentRunner {
             }
         };
         let deadline = timeout.map(|d| started + d);
-        self.steps(&mut turn, deadline).await;
+        self.steps(&mut turn, deadline, budget).await;
         self.finish(turn, started, timeout)
     }
 
-    async fn steps(&self, turn: &mut Turn<'_>, deadline: Option<Instant>) {
+    async fn steps(
+        &self,
+        turn: &mut Turn<'_>,
+        deadline: Option<Instant>,
+        budget: Option<TokenBudget>,
+    ) {
         let input = turn.input;
         let spec = &input.spec;
         let max_steps = u32::try_from(spec.limits.max_steps.max(1)).unwrap_or(u32::MAX);
@@ -450,6 +488,21 @@ impl AgentRunner {
             let ctx: Vec<String> = context.iter().map(|(k, v)| format!("{k}={v}")).collect();
             text.push_str(&format!("\ncontext={}", ctx.join(",")));
             history.push(ChatMessage::text(Role::User, text));
+            if let Some(b) = budget.filter(|b| b.limit > 0) {
+                let used = b.used + turn.call_tokens.iter().map(|(t, _)| t).sum::<u64>();
+                if used >= b.limit {
+                    let text = format!(
+                        "token budget exceeded before model call: agent=\"{}\" step={step} used={used} budget={}",
+                        input.agent, b.limit
+                    );
+                    turn.event(format!(
+                        "step={step} token_budget_exceeded used={used} budget={}",
+                        b.limit
+                    ));
+                    turn.budget_exceeded = Some(text);
+                    return;
+                }
+            }
             let request = ModelRequest {
                 model: input.model.model.clone(),
                 messages: history.clone(),
@@ -775,6 +828,8 @@ impl AgentRunner {
                 tool_error: None,
                 approval_pending: true,
             })
+        } else if let Some(text) = turn.budget_exceeded {
+            Some(plain(text))
         } else if let Some(reason) = turn.violation {
             let mut err = ToolError::new(
                 ToolErrorCode::RuntimePolicyInvalid,

@@ -9,7 +9,8 @@
 //! mode can drive the same machine one delivered message at a time; [`run_sequential`] walks it
 //! in process. Both produce the same trace, messages and output.
 
-use super::agent_turn::{AgentRunner, TurnInput, TurnOutcome};
+use super::agent_turn::{AgentRunner, TokenBudget, TurnInput, TurnOutcome};
+use crate::governance::policy::PolicySet;
 use orloj_core::clock::Clock;
 use orloj_core::model::{ModelRouter, ResolvedModel};
 use orloj_core::resources::{
@@ -416,6 +417,8 @@ pub struct GraphRun<'a> {
     clock: &'a dyn Clock,
     /// Last event of each agent's latest run, for `previous_agent_last_event`.
     last_events: HashMap<String, String>,
+    /// AgentPolicies matched for the task (§8.1).
+    policies: PolicySet,
 }
 
 impl<'a> GraphRun<'a> {
@@ -439,7 +442,23 @@ impl<'a> GraphRun<'a> {
             worker: worker.to_string(),
             clock,
             last_events: HashMap::new(),
+            policies: PolicySet::default(),
         }
+    }
+
+    /// Enforces `policies` (matched AgentPolicies): per-agent model/tool checks, the token
+    /// budget before every model call and after every agent, and the policy output keys.
+    pub fn with_policies(mut self, policies: PolicySet) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    fn tokens_used(status: &TaskStatus) -> u64 {
+        status
+            .output
+            .get("tokens_used_total")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     fn now(&self) -> String {
@@ -770,7 +789,36 @@ impl<'a> GraphRun<'a> {
             tools: agent.tools.clone(),
             inputs,
         };
-        let outcome = runner.run(&turn_input).await;
+        if let Err(reason) = self.policies.check_agent(
+            &self.task,
+            &self.plan.system,
+            &agent.name,
+            &agent.model.model,
+            &agent.spec.model_ref,
+            &agent.spec.tools,
+        ) {
+            let t = TaskTraceEvent {
+                event_type: "policy_violation".into(),
+                agent: agent.name.clone(),
+                branch_id: msg.branch_id.clone(),
+                message: reason.clone(),
+                retryable: Some(false),
+                ..Default::default()
+            };
+            self.push_trace(status, t, run_index);
+            self.complete_message(status, index, &reason);
+            return Err(fail(reason));
+        }
+        let budget = self.policies.token_budget();
+        let outcome = runner
+            .run_with_budget(
+                &turn_input,
+                Some(TokenBudget {
+                    limit: budget,
+                    used: Self::tokens_used(status),
+                }),
+            )
+            .await;
         for mut t in outcome.trace.clone() {
             t.branch_id = msg.branch_id.clone();
             self.push_trace(status, t, run_index);
@@ -798,7 +846,14 @@ impl<'a> GraphRun<'a> {
                 ..Default::default()
             };
             self.push_trace(status, t, run_index);
-            self.complete_message(status, index, &reason);
+            if err.approval_pending {
+                // The message runs again once the approval is decided.
+                if let Some(m) = status.messages.get_mut(index) {
+                    m.phase = "Queued".into();
+                }
+            } else {
+                self.complete_message(status, index, &reason);
+            }
             return Err(StepFailure {
                 reason,
                 approval_pending: err.approval_pending,
@@ -821,6 +876,30 @@ impl<'a> GraphRun<'a> {
         };
         self.push_trace(status, end, run_index);
         self.record_output(status, run_index, agent, &outcome);
+        let used = Self::tokens_used(status);
+        if budget > 0 && used > budget {
+            let estimated = status
+                .output
+                .get("tokens_estimated_total")
+                .cloned()
+                .unwrap_or_default();
+            let reason = format!(
+                "token budget exceeded after agent \"{}\": used={used} source={} budget={budget} estimated={estimated}",
+                agent.name, outcome.token_usage_source
+            );
+            let t = TaskTraceEvent {
+                event_type: "token_budget_exceeded".into(),
+                agent: agent.name.clone(),
+                branch_id: msg.branch_id.clone(),
+                message: reason.clone(),
+                tokens: used as i64,
+                retryable: Some(false),
+                ..Default::default()
+            };
+            self.push_trace(status, t, run_index);
+            self.complete_message(status, index, &reason);
+            return Err(fail(reason));
+        }
 
         let branch = if msg.branch_id.is_empty() {
             "b001".to_string()
@@ -1004,6 +1083,23 @@ impl<'a> GraphRun<'a> {
             out["tokens_used_total"],
             out["tokens_estimated_total"]
         );
+        let budget = self.policies.token_budget();
+        let out = &mut status.output;
+        out.insert(
+            "policies_enforced".into(),
+            self.policies.policies.len().to_string(),
+        );
+        out.insert("policies_matched".into(), self.policies.names());
+        out.insert("token_budget".into(), budget.to_string());
+        if budget > 0 {
+            for (total, remaining) in [
+                ("tokens_used_total", "tokens_used_remaining"),
+                ("tokens_estimated_total", "tokens_estimated_remaining"),
+            ] {
+                let used: u64 = out.get(total).and_then(|s| s.parse().ok()).unwrap_or(0);
+                out.insert(remaining.into(), budget.saturating_sub(used).to_string());
+            }
+        }
         self.task_trace(status, "task_summary", message);
     }
 }

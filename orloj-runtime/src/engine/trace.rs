@@ -9,6 +9,8 @@ pub fn classify(event: &str) -> &'static str {
         "agent_inbox"
     } else if e.contains("tool_permission_denied") || e.contains("status=denied") {
         "tool_permission_denied"
+    } else if e.contains("token_budget_exceeded") {
+        "token_budget_exceeded"
     } else if e.contains("tool_approval_pending") {
         "tool_approval_pending"
     } else if e.contains("contract_violation") {

@@ -1,6 +1,9 @@
 //! The task worker (spec runtime §2, §4): registers and heartbeats its `Worker` resource,
 //! claims tasks under a lease, renews the lease while running them, runs the agent graph in
-//! process (sequential mode) and writes the terminal status with compare-and-swap.
+//! process (sequential mode) and writes the terminal status with compare-and-swap. Governance
+//! (§8) is applied per task run: matched AgentPolicies and a role/permission authorizer wrapped
+//! around the tool executor; before each claim an approval sweep resumes or fails tasks waiting
+//! for a ToolApproval.
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -20,6 +23,8 @@
 use crate::engine::agent_turn::{AgentRunner, humanize};
 use crate::engine::failure::{FailureOutcome, decide};
 use crate::engine::graph::{GraphRun, StepFailure, prepare, run_sequential};
+use crate::governance::approval::{self, ApprovalState};
+use crate::governance::authorizer::AuthorizedExecutor;
 use orloj_core::clock::Clock;
 use orloj_core::model::ModelRouter;
 use orloj_core::resources::{
@@ -27,7 +32,9 @@ use orloj_core::resources::{
 };
 use orloj_core::task_queue::{MAX_HISTORY, format_time};
 use orloj_core::tool::ToolExecutor;
-use orloj_core::{ClaimRequest, DEFAULT_NAMESPACE, Error, ErrorKind, Kind, Object, Result, Store};
+use orloj_core::{
+    ClaimRequest, DEFAULT_NAMESPACE, Error, ErrorKind, Kind, ListOptions, Object, Result, Store,
+};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -246,6 +253,10 @@ impl Worker {
     /// Useful for tests and single-shot embedding.
     pub async fn run_until_idle(&self) -> Result<usize> {
         let mut ran = 0;
+        for task in self.sweep_approvals().await? {
+            self.execute_resumed(task).await?;
+            ran += 1;
+        }
         while let Some(task) = self.claim_next().await? {
             self.execute(task).await?;
             ran += 1;
@@ -301,6 +312,19 @@ impl Worker {
         else {
             return Ok(TaskResult::LeaseLost);
         };
+        self.run_held(task).await
+    }
+
+    /// Runs a task the approval sweep resumed (already Running under this worker's lease).
+    /// Releases the slot when done.
+    pub async fn execute_resumed(&self, task: Object) -> Result<TaskResult> {
+        let key = (task.namespace().to_string(), task.name().to_string());
+        let result = self.run_held(task).await;
+        self.held().remove(&key);
+        result
+    }
+
+    async fn run_held(&self, task: Object) -> Result<TaskResult> {
         let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
         let outcome = {
             let work = self.run_graph(&task, &mut status);
@@ -353,6 +377,17 @@ impl Worker {
         let plan = prepare(self.store.as_ref(), self.router.as_ref(), task, &spec)
             .await
             .map_err(plain)?;
+        let (policies, authorizer) = crate::governance::for_task(self.store.as_ref(), task, &plan)
+            .await
+            .map_err(plain)?;
+        let authorizer = Arc::new(authorizer);
+        let runner = self
+            .runner
+            .clone()
+            .with_tools(Arc::new(AuthorizedExecutor::new(
+                self.runner.tools(),
+                authorizer.clone(),
+            )));
         let mut run = GraphRun::new(
             &plan,
             task,
@@ -360,8 +395,125 @@ impl Worker {
             status.attempts,
             &self.config.worker_id,
             self.clock.as_ref(),
-        );
-        run_sequential(&mut run, status, &self.runner).await
+        )
+        .with_policies(policies);
+        let result = run_sequential(&mut run, status, &runner).await;
+        match result {
+            Err(f) if f.approval_pending => {
+                // Persist the approval before the task says it waits for one.
+                let Some(pending) = authorizer.take_pending() else {
+                    return Err(plain(format!(
+                        "{} (no approval request was recorded)",
+                        f.reason
+                    )));
+                };
+                match approval::create(
+                    self.store.as_ref(),
+                    self.clock.as_ref(),
+                    task.namespace(),
+                    task.name(),
+                    &pending,
+                )
+                .await
+                {
+                    Ok(_) => Err(f),
+                    Err(e) => Err(plain(format!(
+                        "tool approval could not be created (temporary store error): {e}"
+                    ))),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The approval sweep (§8.3), run before every claim: for each `WaitingApproval` task held
+    /// by (or assigned to) this worker it expires overdue approvals, fails the task on a denied
+    /// (`tool approval denied`) or expired (`tool approval expired`) approval, and resumes it
+    /// when everything is approved: `Running` under a fresh lease of this worker. Returns the
+    /// resumed tasks, already counted as held; run them with [`Worker::execute_resumed`].
+    pub async fn sweep_approvals(&self) -> Result<Vec<Object>> {
+        let list = self
+            .store
+            .list(
+                Kind::Task,
+                &ListOptions {
+                    namespace: self.config.namespace.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let me = self.config.worker_id.as_str();
+        let mut resumed = Vec::new();
+        for task in list.items {
+            let Ok(status) = resources::status_of::<TaskSpec>(&task) else {
+                continue;
+            };
+            if status.phase != "WaitingApproval"
+                || !(status.claimed_by == me
+                    || status.assigned_worker == me
+                    || status.claimed_by.is_empty())
+            {
+                continue;
+            }
+            let state = approval::state_of(
+                self.store.as_ref(),
+                self.clock.as_ref(),
+                task.namespace(),
+                task.name(),
+            )
+            .await?;
+            match state {
+                ApprovalState::Missing | ApprovalState::Pending => {}
+                ApprovalState::Approved(_) => {
+                    if self.current_tasks() >= self.capacity() {
+                        continue;
+                    }
+                    let now = self.clock.now();
+                    let lease =
+                        chrono::Duration::from_std(self.config.lease_duration).unwrap_or_default();
+                    let h = self.history("running", "tool approval granted, task resumed".into());
+                    let worker = me.to_string();
+                    let written = self
+                        .write_status_when(&task, is_waiting, |s| {
+                            s.phase = "Running".into();
+                            s.claimed_by = worker.clone();
+                            s.assigned_worker = worker.clone();
+                            s.lease_until = format_time(now + lease);
+                            s.last_heartbeat = format_time(now);
+                            s.last_error.clear();
+                            push_history(s, h.clone());
+                        })
+                        .await?;
+                    if let Some(obj) = written {
+                        self.log(&obj, "task transitioned WaitingApproval->Running reason=tool approval granted".into())
+                            .await;
+                        self.held()
+                            .insert((obj.namespace().to_string(), obj.name().to_string()));
+                        resumed.push(obj);
+                    }
+                }
+                ApprovalState::Rejected(reason) => {
+                    let now_s = self.now();
+                    let h = self.history("failed", reason.into());
+                    let written = self
+                        .write_status_when(&task, is_waiting, |s| {
+                            s.phase = "Failed".into();
+                            s.last_error = reason.into();
+                            s.completed_at = now_s.clone();
+                            s.next_attempt_at.clear();
+                            s.output.clear();
+                            clear_lease(s);
+                            push_history(s, h.clone());
+                        })
+                        .await?;
+                    if let Some(obj) = written {
+                        self.log(&obj, format!("task moved to Failed reason={reason}"))
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok(resumed)
     }
 
     /// Writes the result with compare-and-swap: re-reads the task, checks the lease is still
@@ -485,6 +637,22 @@ impl Worker {
         task: &Object,
         change: impl Fn(&mut TaskStatus),
     ) -> Result<Option<Object>> {
+        let me = self.config.worker_id.clone();
+        self.write_status_when(
+            task,
+            move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
+            change,
+        )
+        .await
+    }
+
+    /// Compare-and-swap status write applied only while `holds` accepts the fresh status.
+    async fn write_status_when(
+        &self,
+        task: &Object,
+        holds: impl Fn(&TaskStatus) -> bool,
+        change: impl Fn(&mut TaskStatus),
+    ) -> Result<Option<Object>> {
         let mut last = Error::conflict("task status write did not run");
         for attempt in 0..CAS_ATTEMPTS {
             let fresh = self
@@ -492,10 +660,8 @@ impl Worker {
                 .get(Kind::Task, task.namespace(), task.name())
                 .await?;
             let mut status = resources::status_of::<TaskSpec>(&fresh).unwrap_or_default();
-            if !status.phase.eq_ignore_ascii_case("running")
-                || status.claimed_by != self.config.worker_id
-            {
-                tracing::warn!(task = %task.key(), "lease lost; result not written");
+            if !holds(&status) {
+                tracing::warn!(task = %task.key(), "task no longer held; status not written");
                 return Ok(None);
             }
             change(&mut status);
@@ -545,6 +711,22 @@ impl Worker {
                     }
                 }
                 _ = poll.tick() => {
+                    match self.sweep_approvals().await {
+                        Ok(tasks) => {
+                            for task in tasks {
+                                let worker = self.clone();
+                                running.spawn(async move {
+                                    let key = task.key();
+                                    if let Err(e) = worker.execute_resumed(task).await {
+                                        tracing::warn!(task = %key, error = %e, "resumed task failed");
+                                    }
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(worker = %self.config.worker_id, error = %e, "approval sweep failed");
+                        }
+                    }
                     loop {
                         match self.claim_next().await {
                             Ok(Some(task)) => {
@@ -588,6 +770,10 @@ impl Worker {
         }
         self.heartbeat("NotReady").await.map(|_| ())
     }
+}
+
+fn is_waiting(status: &TaskStatus) -> bool {
+    status.phase == "WaitingApproval"
 }
 
 fn push_history(status: &mut TaskStatus, entry: TaskHistoryEvent) {
