@@ -118,17 +118,8 @@ impl std::fmt::Debug for AgentRunner {
     }
 }
 
-/// The call estimate of §6.4 (lengths in characters).
-pub fn estimate_call_tokens(prompt: &str, output: &str, calls: &[ToolCall], step: u32) -> u64 {
-    let len = |s: &str| s.chars().count() as u64;
-    12 + len(prompt.trim()) / 4
-        + len(output) / 4
-        + calls
-            .iter()
-            .map(|c| 8 + len(&c.name) / 4 + len(&c.input) / 4)
-            .sum::<u64>()
-        + 2 * u64::from(step)
-}
+/// The per-call estimate of §6.4 (shared with the model gateway).
+pub use crate::model::estimate_call_tokens;
 
 /// The turn estimate of §6.4.
 pub fn estimate_turn_tokens(prompt: &str, steps: u32, tool_calls: u32) -> u64 {
