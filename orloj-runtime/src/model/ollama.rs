@@ -1,10 +1,9 @@
 //! Ollama chat API (spec runtime §7.2).
 
-use super::http::{HttpSettings, extract_tool_input, openai_tools, send_json};
+use super::http::{HttpSettings, openai_tools, send_json};
+use super::openai::function_tool_calls;
 use async_trait::async_trait;
-use orloj_core::model::{
-    ChatMessage, ModelClient, ModelRequest, ModelResponse, Role, ToolCall, Usage,
-};
+use orloj_core::model::{ChatMessage, ModelClient, ModelRequest, ModelResponse, Role, Usage};
 use orloj_core::{Error, Result};
 use serde_json::{Map, Value, json};
 
@@ -83,36 +82,7 @@ fn parse_response(value: &Value, step: u32) -> Result<ModelResponse> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let tool_calls: Vec<ToolCall> = message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(|calls| {
-            calls
-                .iter()
-                .enumerate()
-                .filter_map(|(i, call)| {
-                    let function = call.get("function")?;
-                    let name = function.get("name")?.as_str()?.trim();
-                    if name.is_empty() {
-                        return None;
-                    }
-                    let id = call
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .filter(|id| !id.is_empty())
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("call_{step}_{}", i + 1));
-                    Some(ToolCall {
-                        id,
-                        name: name.to_string(),
-                        input: extract_tool_input(
-                            function.get("arguments").unwrap_or(&Value::Null),
-                        ),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let tool_calls = function_tool_calls(message, step);
     if content.is_empty() && tool_calls.is_empty() {
         return Err(Error::unavailable(
             "ollama model response missing message content",

@@ -205,7 +205,36 @@ fn parse_response(provider: &str, value: &Value, step: u32) -> Result<ModelRespo
             .join("\n"),
         _ => String::new(),
     };
-    let tool_calls: Vec<ToolCall> = message
+    let tool_calls = function_tool_calls(&message, step);
+    if content.is_empty() && tool_calls.is_empty() {
+        return Err(Error::unavailable(format!(
+            "{provider} model response missing message content"
+        )));
+    }
+    let usage = value.get("usage").filter(|u| u.is_object()).map(|u| {
+        let field = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let (input, output) = (field("prompt_tokens"), field("completion_tokens"));
+        let total = match field("total_tokens") {
+            0 => input + output,
+            t => t,
+        };
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: total,
+        }
+    });
+    Ok(ModelResponse {
+        content,
+        tool_calls,
+        usage,
+    })
+}
+
+/// Tool calls in the OpenAI function-calling shape (`tool_calls[].function{name, arguments}`),
+/// shared by the OpenAI-style providers and Ollama; missing ids become `call_<step>_<n>`.
+pub(crate) fn function_tool_calls(message: &Value, step: u32) -> Vec<ToolCall> {
+    message
         .get("tool_calls")
         .and_then(Value::as_array)
         .map(|calls| {
@@ -234,28 +263,5 @@ fn parse_response(provider: &str, value: &Value, step: u32) -> Result<ModelRespo
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    if content.is_empty() && tool_calls.is_empty() {
-        return Err(Error::unavailable(format!(
-            "{provider} model response missing message content"
-        )));
-    }
-    let usage = value.get("usage").filter(|u| u.is_object()).map(|u| {
-        let field = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let (input, output) = (field("prompt_tokens"), field("completion_tokens"));
-        let total = match field("total_tokens") {
-            0 => input + output,
-            t => t,
-        };
-        Usage {
-            input_tokens: input,
-            output_tokens: output,
-            total_tokens: total,
-        }
-    });
-    Ok(ModelResponse {
-        content,
-        tool_calls,
-        usage,
-    })
+        .unwrap_or_default()
 }
