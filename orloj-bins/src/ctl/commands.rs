@@ -395,24 +395,7 @@ async fn get(ctx: &Ctx, args: &GetArgs) -> Result<u8> {
     } else {
         ctx.namespace.as_deref().unwrap_or("")
     };
-    let mut items: Vec<Value> = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = client
-            .get(
-                &["v1", kind.plural()],
-                &[("namespace", namespace), ("after", &after)],
-            )
-            .await
-            .with_context(|| format!("list {}", kind.plural()))?;
-        if let Some(list) = page.get("items").and_then(Value::as_array) {
-            items.extend(list.iter().cloned());
-        }
-        match page.get("continue").and_then(Value::as_str) {
-            Some(next) if !next.is_empty() && next != after => after = next.to_string(),
-            _ => break,
-        }
-    }
+    let items = tasks::list_all(&client, kind, namespace).await?;
     match args.output {
         OutputFormat::Table if items.is_empty() => {
             if namespace.is_empty() {
