@@ -8,6 +8,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use orloj_core::{Clock, Store, SystemClock};
 use orloj_runtime::api::{ApiConfig, ApiState, router};
 use orloj_runtime::controllers::StatusController;
+use orloj_runtime::memory::{MEMORY_TOOL_TYPE, MemoryRegistry, MemoryToolExecutor};
 use orloj_runtime::model::StoreModelRouter;
 use orloj_runtime::tools::secrets::{
     ChainSecretResolver, EnvLookup, EnvSecretResolver, StoreSecretResolver,
@@ -392,6 +393,7 @@ pub fn embedded_worker(
     args: &OrlojdArgs,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    memory: Arc<MemoryRegistry>,
 ) -> anyhow::Result<Worker> {
     let models = StoreModelRouter::with_env(
         store.clone(),
@@ -399,7 +401,8 @@ pub fn embedded_worker(
         env_lookup(),
     )
     .context("cannot build the model gateway")?;
-    let tools = tool_runtime(args, store.clone(), clock.clone())?;
+    let tools = tool_runtime(args, store.clone(), clock.clone())?
+        .with_type_executor(MEMORY_TOOL_TYPE, Arc::new(MemoryToolExecutor::new(memory)));
     let config = WorkerConfig {
         worker_id: args.task_worker_id.clone(),
         region: args.task_worker_region.clone(),
@@ -423,7 +426,10 @@ pub fn embedded_worker(
 pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&args, clock.clone()).await?;
-    let state = ApiState::new(store.clone(), clock.clone()).with_config(ApiConfig::default());
+    let memory = Arc::new(MemoryRegistry::with_store(store.clone()));
+    let state = ApiState::new(store.clone(), clock.clone())
+        .with_config(ApiConfig::default())
+        .with_memory(memory.clone());
     let app = router(state);
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %args.addr, backend = ?args.storage_backend, version = env!("CARGO_PKG_VERSION"), "orlojd listening");
@@ -436,7 +442,7 @@ pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
     );
 
     if args.embedded_worker {
-        let worker = embedded_worker(&args, store.clone(), clock.clone())?;
+        let worker = embedded_worker(&args, store.clone(), clock.clone(), memory.clone())?;
         let token = cancel.child_token();
         tracker.spawn(async move {
             if let Err(e) = worker.run(token).await {

@@ -30,32 +30,59 @@ fn mock_endpoint(server: &Orlojd, namespace: &str) {
         ),
     )
     .expect("write endpoint");
-    ok(server.ctl(&["apply", "-f", &file.display().to_string()]), "apply endpoint");
+    ok(
+        server.ctl(&["apply", "-f", &file.display().to_string()]),
+        "apply endpoint",
+    );
 }
 
 fn task(server: &Orlojd, namespace: &str, name: &str) -> Value {
-    let out = ok(server.ctl(&["get", "task", name, "-n", namespace, "-o", "json"]), "get task");
+    let out = ok(
+        server.ctl(&["get", "task", name, "-n", namespace, "-o", "json"]),
+        "get task",
+    );
     serde_json::from_str(&out).expect("task JSON")
 }
 
 fn wait_for(server: &Orlojd, namespace: &str, name: &str, phase: &str) -> Value {
     let target = format!("task/{name}");
     let cond = format!("condition={phase}");
-    let out = server.ctl(&["wait", &target, "--for", &cond, "--timeout", "90s", "-n", namespace]);
+    let out = server.ctl(&[
+        "wait",
+        &target,
+        "--for",
+        &cond,
+        "--timeout",
+        "90s",
+        "-n",
+        namespace,
+    ]);
     let t = task(server, namespace, name);
     assert!(
         out.status.success(),
         "task {namespace}/{name} did not reach {phase}: {}\nstatus: {:#}\norlojd log tail:\n{}",
         String::from_utf8_lossy(&out.stderr),
         t["status"],
-        server.log().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        server
+            .log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     t
 }
 
 fn apply_dir(server: &Orlojd, dir: &Path) {
     ok(
-        server.ctl(&["apply", "-f", &dir.display().to_string(), "--run", "--no-wait"]),
+        server.ctl(&[
+            "apply",
+            "-f",
+            &dir.display().to_string(),
+            "--run",
+            "--no-wait",
+        ]),
         "apply --run",
     );
 }
@@ -64,7 +91,14 @@ fn apply_dir(server: &Orlojd, dir: &Path) {
 fn quickstart_pipeline_succeeds() {
     let server = start();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/blueprints/pipeline");
-    let out = server.ctl(&["apply", "-f", &dir.display().to_string(), "--run", "--timeout", "90s"]);
+    let out = server.ctl(&[
+        "apply",
+        "-f",
+        &dir.display().to_string(),
+        "--run",
+        "--timeout",
+        "90s",
+    ]);
     assert!(
         out.status.success(),
         "quickstart failed:\n{}\n{}",
@@ -82,7 +116,9 @@ fn quickstart_pipeline_succeeds() {
 
 #[test]
 fn reference_blueprints_succeed_with_a_mock_endpoint() {
-    let Some(upstream) = upstream_dir() else { return };
+    let Some(upstream) = upstream_dir() else {
+        return;
+    };
     let server = start();
     mock_endpoint(&server, "default");
     for (bp, task_name) in [
@@ -99,7 +135,9 @@ fn reference_blueprints_succeed_with_a_mock_endpoint() {
 
 #[test]
 fn reference_scenarios_reach_their_terminal_states() {
-    let Some(upstream) = upstream_dir() else { return };
+    let Some(upstream) = upstream_dir() else {
+        return;
+    };
     let server = start();
     let scenarios = upstream.join("testing/scenarios");
     for ns in ["rt-pipeline", "rt-hier", "rt-loop", "rt-gov", "rt-retry"] {
@@ -136,8 +174,16 @@ fn reference_scenarios_reach_their_terminal_states() {
     );
 
     apply_dir(&server, &scenarios.join("05-retry-deadletter"));
-    let t = wait_for(&server, "rt-retry", "rt-retry-deadletter-task", "DeadLetter");
-    let history = t["status"]["history"].as_array().cloned().unwrap_or_default();
+    let t = wait_for(
+        &server,
+        "rt-retry",
+        "rt-retry-deadletter-task",
+        "DeadLetter",
+    );
+    let history = t["status"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         history.iter().any(|h| h["type"] == "retry_scheduled"),
         "retries were scheduled before dead-lettering: {history:#?}"

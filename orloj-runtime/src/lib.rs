@@ -39,6 +39,7 @@ pub mod controllers;
 pub mod engine;
 pub mod events;
 pub mod governance;
+pub mod memory;
 pub mod model;
 pub mod tools;
 pub mod worker;

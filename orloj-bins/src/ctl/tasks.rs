@@ -788,7 +788,11 @@ pub(super) async fn retry(ctx: &Ctx, args: &RetryArgs) -> Result<u8> {
 // top
 
 /// Every object of `kind` in `namespace` (all namespaces when empty), following `continue`.
-pub(crate) async fn list_all(client: &ApiClient, kind: Kind, namespace: &str) -> Result<Vec<Value>> {
+pub(crate) async fn list_all(
+    client: &ApiClient,
+    kind: Kind,
+    namespace: &str,
+) -> Result<Vec<Value>> {
     let mut items = Vec::new();
     let mut after = String::new();
     loop {

@@ -124,6 +124,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Settings.
     pub config: Arc<ApiConfig>,
+    /// The process's memory backends behind `/v1/memories/{name}/entries` (none → empty).
+    pub memory: Option<Arc<crate::memory::MemoryRegistry>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -142,7 +144,14 @@ impl ApiState {
             events: Arc::new(MemoryEventBus::default()),
             clock,
             config: Arc::new(ApiConfig::default()),
+            memory: None,
         }
+    }
+
+    /// Serves memory entries from `registry` (share it with the worker's memory tools).
+    pub fn with_memory(mut self, registry: Arc<crate::memory::MemoryRegistry>) -> Self {
+        self.memory = Some(registry);
+        self
     }
 
     /// Replaces the event bus.

@@ -193,9 +193,12 @@ pub(crate) async fn agent_logs(ctx: Ctx) -> ApiResult<Response> {
     Ok(Json(json!({"name": ctx.name, "logs": []})).into_response())
 }
 
-/// `GET /v1/memories/{name}/entries`: no memory backends yet, so always empty.
+/// `GET /v1/memories/{name}/entries?q=&prefix=&limit=100` →
+/// `{"entries":[{key,value[,score]}],"count":N}` from this process's registered backend (never
+/// creates one; empty when there is none). `q` searches (entries carry a score), `prefix`
+/// filters by key prefix; without `q` entries are listed in key order without a score.
 pub(crate) async fn memory_entries(ctx: Ctx) -> ApiResult<Response> {
-    positive_param(&ctx.query, "limit", 1000)?;
+    let limit = positive_param(&ctx.query, "limit", 1000)?.unwrap_or(100);
     for param in ["q", "prefix"] {
         if ctx.query.get(param).is_some_and(|v| v.len() > 1024) {
             return Err(ApiError::invalid(format!(
@@ -205,7 +208,37 @@ pub(crate) async fn memory_entries(ctx: Ctx) -> ApiResult<Response> {
     }
     let ns = item_namespace(&ctx.query);
     ctx.state.store.get(Kind::Memory, &ns, &ctx.name).await?;
-    Ok(Json(json!({"entries": [], "count": 0})).into_response())
+    let Some(backend) = ctx
+        .state
+        .memory
+        .as_ref()
+        .and_then(|registry| registry.get(&ns, &ctx.name))
+    else {
+        return Ok(Json(json!({"entries": [], "count": 0})).into_response());
+    };
+    let query = ctx.query.get("q").map(|q| q.trim()).unwrap_or_default();
+    let prefix = ctx
+        .query
+        .get("prefix")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let backend_error = |e: crate::memory::MemoryError| {
+        ApiError::from(orloj_core::Error::unavailable(format!(
+            "memory {ns}/{}: {e}",
+            ctx.name
+        )))
+    };
+    let mut entries = if query.is_empty() {
+        backend.list(prefix).await.map_err(backend_error)?
+    } else {
+        // Search everything that may match, then apply the prefix and the limit.
+        let top_k = if prefix.is_empty() { limit } else { usize::MAX };
+        let mut found = backend.search(query, top_k).await.map_err(backend_error)?;
+        found.retain(|e| e.key.starts_with(prefix));
+        found
+    };
+    entries.truncate(limit);
+    Ok(Json(json!({"count": entries.len(), "entries": entries})).into_response())
 }
 
 /// The message filters shared by `/messages` and `/metrics`.

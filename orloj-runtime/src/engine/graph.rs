@@ -333,6 +333,8 @@ async fn load_agent(
             Err(e) => errors.push(lookup_error(&format!("tool \"{tool}\""), &e)),
         }
     }
+    // Built-in memory.* tools granted by spec.memory.allow (runtime §10).
+    let spec = super::memory_tools::with_memory_tools(spec, &mut tools, ns);
     for role in &spec.roles {
         let (r_ns, r_name) = split_ref(role, ns);
         match store.get(Kind::AgentRole, r_ns, r_name).await {

@@ -9,4 +9,5 @@
 pub mod agent_turn;
 pub mod failure;
 pub mod graph;
+pub mod memory_tools;
 pub mod trace;

@@ -326,6 +326,12 @@ impl RoleAuthorizer {
     /// The verdict for `invocation`, consuming a grant when one turns an approval into allow.
     pub fn decide(&self, invocation: &ToolInvocation) -> Authorization {
         let tool = invocation.tool.name();
+        // Built-in memory tools are gated by the agent's `memory.allow`, not by roles (spec §10).
+        if invocation.tool.spec.get("type").and_then(|t| t.as_str())
+            == Some(crate::memory::MEMORY_TOOL_TYPE)
+        {
+            return Authorization::Allow;
+        }
         let Some(grants) = self.agents.get(&invocation.agent.to_lowercase()) else {
             // An agent outside the plan has nothing to check against; refuse rather than guess.
             return Authorization::Deny(format!(
