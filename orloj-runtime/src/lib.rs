@@ -1,6 +1,6 @@
 //! # orloj-runtime
 //!
-//! Everything that runs. Today that is the control plane's HTTP surface:
+//! Everything that runs:
 //!
 //! * [`api`]: the REST API v1 as an [`axum::Router`] — CRUD for every kind with optimistic
 //!   concurrency, status subresources, tool-approval decisions, task logs/messages/metrics, SSE
@@ -8,6 +8,14 @@
 //!   `/openapi.json`. Mount it in your own service or serve it with `orlojd`.
 //! * [`controllers`]: status controllers (Pending → Ready, stale workers → NotReady).
 //! * [`events`]: the control-plane event bus behind `/v1/events/watch`.
+//! * [`model`]: the model gateway — providers (mock, OpenAI, Azure OpenAI, Anthropic, Ollama)
+//!   and [`model::StoreModelRouter`], which resolves an Agent's `model_ref`.
+//! * [`tools`]: the tool runtime — HTTP, external, webhook-callback and container executors
+//!   behind [`tools::GovernedToolRuntime`] (timeout, retry, auth, secrets).
+//! * [`engine`]: the agent turn loop and the graph engine (a state machine over `Task.status`).
+//! * [`governance`]: AgentPolicy, AgentRole/ToolPermission authorization, ToolApproval flow.
+//! * [`memory`]: memory backends and the built-in `memory.*` tools.
+//! * [`worker`]: claims tasks under a lease and runs them ([`worker::Worker`]).
 //!
 //! The router is built over any [`orloj_core::Store`]; embedders add their own layers (auth,
 //! CORS, rate limits) around it.

@@ -1,7 +1,7 @@
 //! The REST API v1 (spec §3) as an [`axum::Router`].
 //!
 //! [`router`] serves every endpoint of the catalogue for the 15 kinds over any
-//! [`Store`](orloj_core::Store): CRUD with optimistic concurrency, status subresources,
+//! [`orloj_core::Store`]: CRUD with optimistic concurrency, status subresources,
 //! tool-approval decisions, task logs/messages/metrics, SSE watches, `/healthz`,
 //! `/v1/capabilities`, `/v1/namespaces` and a generated `/openapi.json`.
 //!
