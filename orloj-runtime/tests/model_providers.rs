@@ -187,7 +187,7 @@ async fn openai_tool_calls_and_history_mapping() {
     assert_eq!(
         body["tools"][0],
         json!({"type": "function", "function": {
-            "name": "web.search",
+            "name": "web_search",
             "description": "Invoke tool web.search",
             "parameters": {"type": "object", "properties": {"input": {"type": "string"}},
                            "additionalProperties": true}
@@ -212,7 +212,7 @@ async fn openai_tool_calls_and_history_mapping() {
     assert_eq!(
         messages[2]["tool_calls"][0],
         json!({"id": "c1", "type": "function",
-               "function": {"name": "web.search", "arguments": "{\"q\":\"rust\"}"}})
+               "function": {"name": "web_search", "arguments": "{\"q\":\"rust\"}"}})
     );
     assert_eq!(
         messages[2]["tool_calls"][1]["function"]["arguments"],
@@ -625,7 +625,7 @@ async fn ollama_request_shape_tool_calls_and_usage() {
     assert_eq!(body["model"], "m-1");
     assert_eq!(body["stream"], false);
     assert_eq!(body["tools"][0]["type"], "function");
-    assert_eq!(body["tools"][0]["function"]["name"], "web.search");
+    assert_eq!(body["tools"][0]["function"]["name"], "web_search");
     let messages = body["messages"].as_array().expect("messages");
     assert_eq!(messages.len(), 5);
     assert_eq!(
@@ -635,7 +635,7 @@ async fn ollama_request_shape_tool_calls_and_usage() {
     assert_eq!(
         messages[2]["tool_calls"],
         json!([
-            {"function": {"name": "web.search", "arguments": {"input": "{\"q\":\"rust\"}"}}},
+            {"function": {"name": "web_search", "arguments": {"input": "{\"q\":\"rust\"}"}}},
             {"function": {"name": "db", "arguments": {"input": "plain words"}}}
         ])
     );
@@ -684,4 +684,169 @@ async fn ollama_plain_text_and_errors() {
             .expect_err(body);
         assert!(err.message().contains(expected), "{body}: {err}");
     }
+}
+
+// ---------------------------------------------------------------- tool-name aliases
+
+/// Tools `memory.read` (invalid for OpenAI) and `web_search` (valid), and a history whose
+/// assistant called `memory.read` and `memory.write` (the latter is no longer offered).
+fn memory_request() -> ModelRequest {
+    ModelRequest {
+        model: "m-1".into(),
+        messages: vec![
+            ChatMessage::text(Role::User, "remember"),
+            ChatMessage {
+                role: Role::Assistant,
+                content: String::new(),
+                tool_calls: vec![
+                    ToolCall {
+                        id: "h1".into(),
+                        name: "memory.read".into(),
+                        input: "{\"key\":\"a\"}".into(),
+                    },
+                    ToolCall {
+                        id: "h2".into(),
+                        name: "memory.write".into(),
+                        input: "x".into(),
+                    },
+                ],
+                tool_call_id: None,
+                name: None,
+            },
+            ChatMessage {
+                role: Role::Tool,
+                content: "ok".into(),
+                tool_calls: vec![],
+                tool_call_id: Some("h1".into()),
+                name: Some("memory.read".into()),
+            },
+        ],
+        tools: vec![tool("memory.read"), tool("web_search")],
+        step: 3,
+        ..Default::default()
+    }
+}
+
+fn call_names(response: &orloj_core::model::ModelResponse) -> Vec<&str> {
+    response
+        .tool_calls
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+fn function_names(values: &Value) -> Vec<&str> {
+    values
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["function"]["name"].as_str().expect("name"))
+        .collect()
+}
+
+#[tokio::test]
+async fn openai_aliases_invalid_tool_names_and_maps_them_back() {
+    let server = serve(
+        200,
+        &json!({
+            "choices": [{"message": {"content": null, "tool_calls": [
+                {"id": "c1", "type": "function",
+                 "function": {"name": "memory_read", "arguments": "{\"input\":\"a\"}"}},
+                {"id": "c2", "type": "function",
+                 "function": {"name": "web_search", "arguments": "{}"}},
+                {"id": "c3", "type": "function",
+                 "function": {"name": "memory_write", "arguments": "{}"}},
+                {"id": "c4", "type": "function",
+                 "function": {"name": "not_offered", "arguments": "{}"}}
+            ]}}]
+        })
+        .to_string(),
+    )
+    .await;
+    let response = openai(&server)
+        .complete(memory_request())
+        .await
+        .expect("completes");
+    assert_eq!(
+        call_names(&response),
+        vec!["memory.read", "web_search", "memory.write", "not_offered"],
+        "aliases map back to the original names; other names are kept"
+    );
+    assert_eq!(response.tool_calls[0].input, "a");
+
+    let body: Value = only_request(&server).await.body_json().expect("json body");
+    assert_eq!(
+        function_names(&body["tools"]),
+        vec!["memory_read", "web_search"]
+    );
+    assert_eq!(
+        body["tools"][0]["function"]["description"], "Invoke tool memory.read",
+        "the description keeps the original name"
+    );
+    let history = &body["messages"][1];
+    assert_eq!(history["role"], "assistant");
+    assert_eq!(
+        function_names(&history["tool_calls"]),
+        vec!["memory_read", "memory_write"]
+    );
+    assert_eq!(body["messages"][2]["tool_call_id"], "h1");
+}
+
+#[tokio::test]
+async fn azure_aliases_tool_names_too() {
+    let server = serve(
+        200,
+        &json!({"choices": [{"message": {"tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "memory_read", "arguments": "{}"}}
+        ]}}]})
+        .to_string(),
+    )
+    .await;
+    let response = AzureOpenAiModel::new(settings(), server.uri(), "az-key", "dep", "")
+        .complete(memory_request())
+        .await
+        .expect("completes");
+    assert_eq!(call_names(&response), vec!["memory.read"]);
+    let body: Value = only_request(&server).await.body_json().expect("json body");
+    assert_eq!(
+        function_names(&body["tools"]),
+        vec!["memory_read", "web_search"]
+    );
+}
+
+#[tokio::test]
+async fn ollama_aliases_invalid_tool_names_and_maps_them_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "message": {"role": "assistant", "content": "", "tool_calls": [
+                {"function": {"name": "memory_read", "arguments": {"input": "a"}}},
+                {"function": {"name": "web_search", "arguments": {}}},
+                {"function": {"name": "memory_write", "arguments": {}}}
+            ]},
+            "done": true
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let response = OllamaModel::new(settings(), server.uri())
+        .complete(memory_request())
+        .await
+        .expect("completes");
+    assert_eq!(
+        call_names(&response),
+        vec!["memory.read", "web_search", "memory.write"]
+    );
+    assert_eq!(response.tool_calls[0].input, "a");
+
+    let body: Value = only_request(&server).await.body_json().expect("json");
+    assert_eq!(
+        function_names(&body["tools"]),
+        vec!["memory_read", "web_search"]
+    );
+    assert_eq!(
+        function_names(&body["messages"][1]["tool_calls"]),
+        vec!["memory_read", "memory_write"]
+    );
 }

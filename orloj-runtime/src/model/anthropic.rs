@@ -1,13 +1,15 @@
 //! Anthropic Messages API (spec runtime §7.2).
 
-use super::http::{HttpSettings, extract_tool_input, send_json, tool_description, tool_parameters};
+use super::http::{
+    HttpSettings, ToolAliases, extract_tool_input, send_json, tool_aliases, tool_description,
+    tool_parameters,
+};
 use async_trait::async_trait;
 use orloj_core::model::{
-    ChatMessage, ModelClient, ModelRequest, ModelResponse, Role, ToolCall, ToolDefinition, Usage,
+    ChatMessage, ModelClient, ModelRequest, ModelResponse, Role, ToolCall, Usage,
 };
 use orloj_core::{Error, Result};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashSet};
 
 /// Default `anthropic-version` header.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -59,95 +61,18 @@ impl AnthropicModel {
     }
 }
 
-/// Maps tool names to names Anthropic accepts: letters, digits, `_` and `-` are kept, every
-/// run of other characters becomes `_`, the result is trimmed of `_` and cut to 128 characters,
-/// and collisions get `_2`, `_3`, …. Returns `(original → alias)` for each distinct name.
+/// Maps tool names to names Anthropic accepts: [`tool_aliases`] with Anthropic's 128-character
+/// limit. Returns `(original → alias)` for each distinct name.
 pub fn anthropic_tool_aliases<'a>(
     names: impl IntoIterator<Item = &'a str>,
 ) -> Vec<(String, String)> {
-    let mut used = HashSet::new();
-    let mut out: Vec<(String, String)> = Vec::new();
-    for name in names {
-        if out.iter().any(|(original, _)| original == name) {
-            continue;
-        }
-        let alias = unique_alias(&sanitize(name), &used);
-        used.insert(alias.clone());
-        out.push((name.to_string(), alias));
-    }
-    out
-}
-
-fn sanitize(name: &str) -> String {
-    let mut out = String::new();
-    let mut in_run = false;
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-            out.push(c);
-            in_run = false;
-        } else if !in_run {
-            out.push('_');
-            in_run = true;
-        }
-    }
-    let trimmed: String = out.trim_matches('_').chars().take(MAX_TOOL_NAME).collect();
-    if trimmed.is_empty() {
-        "tool".to_string()
-    } else {
-        trimmed
-    }
-}
-
-fn unique_alias(base: &str, used: &HashSet<String>) -> String {
-    if !used.contains(base) {
-        return base.to_string();
-    }
-    (2..)
-        .map(|n| {
-            let suffix = format!("_{n}");
-            let keep = MAX_TOOL_NAME - suffix.len();
-            format!("{}{suffix}", base.chars().take(keep).collect::<String>())
-        })
-        .find(|candidate| !used.contains(candidate))
-        .unwrap_or_else(|| base.to_string())
-}
-
-/// Alias tables for one request: offered tools first, then names only seen in the history.
-struct Aliases {
-    forward: BTreeMap<String, String>,
-    back: BTreeMap<String, String>,
-}
-
-impl Aliases {
-    fn new(tools: &[ToolDefinition], history: &[ChatMessage]) -> Self {
-        let names = tools.iter().map(|t| t.name.as_str()).chain(
-            history
-                .iter()
-                .flat_map(|m| m.tool_calls.iter().map(|c| c.name.as_str())),
-        );
-        let pairs = anthropic_tool_aliases(names);
-        Self {
-            back: pairs.iter().map(|(o, a)| (a.clone(), o.clone())).collect(),
-            forward: pairs.into_iter().collect(),
-        }
-    }
-
-    fn alias<'a>(&'a self, name: &'a str) -> &'a str {
-        self.forward.get(name).map(String::as_str).unwrap_or(name)
-    }
-
-    fn original(&self, alias: &str) -> String {
-        self.back
-            .get(alias)
-            .cloned()
-            .unwrap_or_else(|| alias.to_string())
-    }
+    tool_aliases(names, MAX_TOOL_NAME)
 }
 
 #[async_trait]
 impl ModelClient for AnthropicModel {
     async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
-        let aliases = Aliases::new(&request.tools, &request.messages);
+        let aliases = ToolAliases::new(&request.tools, &request.messages, MAX_TOOL_NAME);
         let body = self.request_body(&request, &aliases);
         let http = self
             .http
@@ -162,7 +87,7 @@ impl ModelClient for AnthropicModel {
 }
 
 impl AnthropicModel {
-    fn request_body(&self, request: &ModelRequest, aliases: &Aliases) -> Value {
+    fn request_body(&self, request: &ModelRequest, aliases: &ToolAliases) -> Value {
         let system = request
             .messages
             .iter()
@@ -202,7 +127,7 @@ impl AnthropicModel {
 }
 
 /// One non-system history message; messages with neither content nor tool calls are skipped.
-fn map_message(message: &ChatMessage, aliases: &Aliases) -> Option<Value> {
+fn map_message(message: &ChatMessage, aliases: &ToolAliases) -> Option<Value> {
     if message.content.is_empty() && message.tool_calls.is_empty() {
         return None;
     }
@@ -245,7 +170,7 @@ fn tool_use_input(raw: &str) -> Value {
     json!({"input": raw})
 }
 
-fn parse_response(value: &Value, aliases: &Aliases) -> Result<ModelResponse> {
+fn parse_response(value: &Value, aliases: &ToolAliases) -> Result<ModelResponse> {
     let blocks = value
         .get("content")
         .and_then(Value::as_array)
@@ -316,8 +241,8 @@ mod tests {
         assert_eq!(
             pairs,
             vec![
-                ("web.search".to_string(), "web_search".to_string()),
-                ("web_search".to_string(), "web_search_2".to_string()),
+                ("web.search".to_string(), "web_search_2".to_string()),
+                ("web_search".to_string(), "web_search".to_string()),
                 ("a  b!!c".to_string(), "a_b_c".to_string()),
                 ("..".to_string(), "tool".to_string()),
             ]

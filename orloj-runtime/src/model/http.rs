@@ -1,9 +1,10 @@
 //! What the HTTP providers share: the client and timeout, sending a JSON request, error
 //! mapping, tool-definition defaults and tool-call input extraction (spec runtime §7.2–7.3).
 
-use orloj_core::model::ToolDefinition;
+use orloj_core::model::{ChatMessage, ToolDefinition};
 use orloj_core::{Error, ErrorKind, Result};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Per-request timeout of every provider unless configured otherwise.
@@ -194,21 +195,134 @@ pub(crate) fn tool_parameters(tool: &ToolDefinition) -> Value {
     }
 }
 
-/// Tools in the OpenAI `function` format (also used by Ollama).
-pub(crate) fn openai_tools(tools: &[ToolDefinition]) -> Vec<Value> {
+/// Tools in the OpenAI `function` format (also used by Ollama), named by their aliases.
+pub(crate) fn openai_tools(tools: &[ToolDefinition], aliases: &ToolAliases) -> Vec<Value> {
     tools
         .iter()
         .map(|t| {
             json!({
                 "type": "function",
                 "function": {
-                    "name": t.name,
+                    "name": aliases.alias(&t.name),
                     "description": tool_description(t),
                     "parameters": tool_parameters(t),
                 }
             })
         })
         .collect()
+}
+
+/// Maps tool names to names providers accept (`^[a-zA-Z0-9_-]{1,max_len}$`). Names that already
+/// match are kept unchanged and reserved first, so aliases never displace them. For the
+/// others, every run of characters outside letters, digits, `_` and `-` becomes `_`, the
+/// result is trimmed of `_` and cut to `max_len` characters (`tool` when nothing is left), and
+/// collisions get `_2`, `_3`, …. Returns `(original → alias)` for each distinct name, in order.
+pub fn tool_aliases<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    max_len: usize,
+) -> Vec<(String, String)> {
+    let max_len = max_len.max(1);
+    let mut distinct: Vec<&str> = Vec::new();
+    for name in names {
+        if !distinct.contains(&name) {
+            distinct.push(name);
+        }
+    }
+    let mut used: HashSet<String> = distinct
+        .iter()
+        .filter(|name| is_valid_tool_name(name, max_len))
+        .map(|name| name.to_string())
+        .collect();
+    distinct
+        .into_iter()
+        .map(|name| {
+            if is_valid_tool_name(name, max_len) {
+                return (name.to_string(), name.to_string());
+            }
+            let alias = unique_alias(&sanitize_tool_name(name, max_len), &used, max_len);
+            used.insert(alias.clone());
+            (name.to_string(), alias)
+        })
+        .collect()
+}
+
+fn is_valid_tool_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn sanitize_tool_name(name: &str, max_len: usize) -> String {
+    let mut out = String::new();
+    let mut in_run = false;
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            out.push(c);
+            in_run = false;
+        } else if !in_run {
+            out.push('_');
+            in_run = true;
+        }
+    }
+    let trimmed: String = out.trim_matches('_').chars().take(max_len).collect();
+    if trimmed.is_empty() {
+        "tool".chars().take(max_len).collect()
+    } else {
+        trimmed
+    }
+}
+
+fn unique_alias(base: &str, used: &HashSet<String>, max_len: usize) -> String {
+    if !used.contains(base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|n| {
+            let suffix = format!("_{n}");
+            let keep = max_len.saturating_sub(suffix.len());
+            format!("{}{suffix}", base.chars().take(keep).collect::<String>())
+        })
+        .find(|candidate| !used.contains(candidate))
+        .unwrap_or_else(|| base.to_string())
+}
+
+/// Alias tables for one request: offered tools first, then names only seen in the history's
+/// assistant tool calls.
+#[derive(Debug)]
+pub(crate) struct ToolAliases {
+    forward: BTreeMap<String, String>,
+    back: BTreeMap<String, String>,
+}
+
+impl ToolAliases {
+    /// Aliases for `tools` and the tool calls in `history`, at most `max_len` characters.
+    pub(crate) fn new(tools: &[ToolDefinition], history: &[ChatMessage], max_len: usize) -> Self {
+        let names = tools.iter().map(|t| t.name.as_str()).chain(
+            history
+                .iter()
+                .flat_map(|m| m.tool_calls.iter().map(|c| c.name.as_str())),
+        );
+        let pairs = tool_aliases(names, max_len);
+        Self {
+            back: pairs.iter().map(|(o, a)| (a.clone(), o.clone())).collect(),
+            forward: pairs.into_iter().collect(),
+        }
+    }
+
+    /// The name to send for the tool `name`.
+    pub(crate) fn alias<'a>(&'a self, name: &'a str) -> &'a str {
+        self.forward.get(name).map(String::as_str).unwrap_or(name)
+    }
+
+    /// The original name of a name the model returned; unknown names are kept as they are.
+    pub(crate) fn original(&self, alias: &str) -> String {
+        self.back
+            .get(alias)
+            .cloned()
+            .unwrap_or_else(|| alias.to_string())
+    }
 }
 
 /// The tool input of a provider tool call (spec §7.2): JSON arguments with an `input` key give
@@ -266,6 +380,59 @@ mod tests {
         );
         assert_eq!(provider_message(r#"{"message":"m"}"#).as_deref(), Some("m"));
         assert_eq!(provider_message("<html>oops</html>"), None);
+    }
+
+    #[test]
+    fn valid_names_are_kept_and_others_aliased_within_the_limit() {
+        let pairs = tool_aliases(
+            [
+                "memory.read",
+                "web_search",
+                "memory_read",
+                "_x-1",
+                "memory.read",
+            ],
+            64,
+        );
+        assert_eq!(
+            pairs,
+            vec![
+                ("memory.read".to_string(), "memory_read_2".to_string()),
+                ("web_search".to_string(), "web_search".to_string()),
+                ("memory_read".to_string(), "memory_read".to_string()),
+                ("_x-1".to_string(), "_x-1".to_string()),
+            ]
+        );
+        let long = "y".repeat(70);
+        let pairs = tool_aliases([long.as_str(), &format!("{long}!")], 64);
+        assert_eq!(pairs[0].1, "y".repeat(64));
+        assert_eq!(pairs[1].1, format!("{}_2", "y".repeat(62)));
+    }
+
+    #[test]
+    fn alias_tables_map_both_ways() {
+        let history = vec![ChatMessage {
+            role: orloj_core::model::Role::Assistant,
+            content: String::new(),
+            tool_calls: vec![orloj_core::model::ToolCall {
+                id: "c1".into(),
+                name: "memory.write".into(),
+                input: String::new(),
+            }],
+            tool_call_id: None,
+            name: None,
+        }];
+        let tools = [ToolDefinition {
+            name: "memory.read".into(),
+            description: String::new(),
+            parameters: Value::Null,
+        }];
+        let aliases = ToolAliases::new(&tools, &history, 64);
+        assert_eq!(aliases.alias("memory.read"), "memory_read");
+        assert_eq!(aliases.alias("memory.write"), "memory_write");
+        assert_eq!(aliases.alias("unknown.tool"), "unknown.tool");
+        assert_eq!(aliases.original("memory_write"), "memory.write");
+        assert_eq!(aliases.original("other"), "other");
     }
 
     #[test]

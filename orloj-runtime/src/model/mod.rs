@@ -18,7 +18,9 @@ mod router;
 mod tokens;
 
 pub use anthropic::{AnthropicModel, anthropic_tool_aliases};
-pub use http::{DEFAULT_TIMEOUT, HttpSettings, default_http_client, extract_tool_input};
+pub use http::{
+    DEFAULT_TIMEOUT, HttpSettings, default_http_client, extract_tool_input, tool_aliases,
+};
 pub use mock::MockModel;
 pub use ollama::OllamaModel;
 pub use openai::{AzureOpenAiModel, OpenAiModel};

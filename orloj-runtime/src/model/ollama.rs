@@ -1,7 +1,7 @@
 //! Ollama chat API (spec runtime §7.2).
 
-use super::http::{HttpSettings, openai_tools, send_json};
-use super::openai::function_tool_calls;
+use super::http::{HttpSettings, ToolAliases, openai_tools, send_json};
+use super::openai::{MAX_FUNCTION_NAME, function_tool_calls};
 use async_trait::async_trait;
 use orloj_core::model::{ChatMessage, ModelClient, ModelRequest, ModelResponse, Role, Usage};
 use orloj_core::{Error, Result};
@@ -27,15 +27,26 @@ impl OllamaModel {
 #[async_trait]
 impl ModelClient for OllamaModel {
     async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
+        // Ollama documents no name limit; the OpenAI one keeps names portable across models.
+        let aliases = ToolAliases::new(&request.tools, &request.messages, MAX_FUNCTION_NAME);
         let mut body = Map::new();
         body.insert("model".into(), json!(request.model));
         body.insert(
             "messages".into(),
-            Value::Array(request.messages.iter().filter_map(map_message).collect()),
+            Value::Array(
+                request
+                    .messages
+                    .iter()
+                    .filter_map(|m| map_message(m, &aliases))
+                    .collect(),
+            ),
         );
         body.insert("stream".into(), json!(false));
         if !request.tools.is_empty() {
-            body.insert("tools".into(), Value::Array(openai_tools(&request.tools)));
+            body.insert(
+                "tools".into(),
+                Value::Array(openai_tools(&request.tools, &aliases)),
+            );
         }
         let http = self
             .http
@@ -43,12 +54,12 @@ impl ModelClient for OllamaModel {
             .post(format!("{}/api/chat", self.base_url))
             .json(&Value::Object(body));
         let value = send_json("ollama", &self.http, http).await?;
-        parse_response(&value, request.step)
+        parse_response(&value, request.step, &aliases)
     }
 }
 
 /// One history message; tool results carry no ids and tool-call arguments are `{"input": raw}`.
-fn map_message(message: &ChatMessage) -> Option<Value> {
+fn map_message(message: &ChatMessage, aliases: &ToolAliases) -> Option<Value> {
     if message.content.is_empty() && message.tool_calls.is_empty() {
         return None;
     }
@@ -65,14 +76,14 @@ fn map_message(message: &ChatMessage) -> Option<Value> {
         let calls = message
             .tool_calls
             .iter()
-            .map(|c| json!({"function": {"name": c.name, "arguments": {"input": c.input}}}))
+            .map(|c| json!({"function": {"name": aliases.alias(&c.name), "arguments": {"input": c.input}}}))
             .collect();
         out.insert("tool_calls".into(), Value::Array(calls));
     }
     Some(Value::Object(out))
 }
 
-fn parse_response(value: &Value, step: u32) -> Result<ModelResponse> {
+fn parse_response(value: &Value, step: u32, aliases: &ToolAliases) -> Result<ModelResponse> {
     let message = value
         .get("message")
         .filter(|m| m.is_object())
@@ -82,7 +93,7 @@ fn parse_response(value: &Value, step: u32) -> Result<ModelResponse> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let tool_calls = function_tool_calls(message, step);
+    let tool_calls = function_tool_calls(message, step, aliases);
     if content.is_empty() && tool_calls.is_empty() {
         return Err(Error::unavailable(
             "ollama model response missing message content",

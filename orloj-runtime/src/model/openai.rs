@@ -1,12 +1,16 @@
 //! OpenAI chat completions (and compatible servers) and Azure OpenAI (spec runtime §7.2).
 
-use super::http::{HttpSettings, extract_tool_input, openai_tools, send_json};
+use super::http::{HttpSettings, ToolAliases, extract_tool_input, openai_tools, send_json};
 use async_trait::async_trait;
 use orloj_core::model::{
     ChatMessage, ModelClient, ModelRequest, ModelResponse, Role, ToolCall, Usage,
 };
 use orloj_core::{Error, Result};
 use serde_json::{Map, Value, json};
+
+/// Longest function name OpenAI and Azure OpenAI accept (`^[a-zA-Z0-9_-]{1,64}$`); also used
+/// for Ollama, which documents no limit.
+pub(crate) const MAX_FUNCTION_NAME: usize = 64;
 
 /// Default Azure `api-version`.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
@@ -37,7 +41,8 @@ impl OpenAiModel {
 #[async_trait]
 impl ModelClient for OpenAiModel {
     async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
-        let body = request_body(&request, &request.model);
+        let aliases = ToolAliases::new(&request.tools, &request.messages, MAX_FUNCTION_NAME);
+        let body = request_body(&request, &request.model, &aliases);
         let http = self
             .http
             .client
@@ -45,7 +50,7 @@ impl ModelClient for OpenAiModel {
             .bearer_auth(&self.api_key)
             .json(&body);
         let value = send_json("openai", &self.http, http).await?;
-        parse_response("openai", &value, request.step)
+        parse_response("openai", &value, request.step, &aliases)
     }
 }
 
@@ -62,7 +67,7 @@ pub struct AzureOpenAiModel {
 
 impl AzureOpenAiModel {
     /// A client for the Azure resource at `base_url`; `deployment` is used when a request has
-    /// no model, `api_version` defaults to [`DEFAULT_AZURE_API_VERSION`] when empty.
+    /// no model, `api_version` defaults to `2024-10-21` when empty.
     pub fn new(
         http: HttpSettings,
         base_url: impl Into<String>,
@@ -115,7 +120,8 @@ impl ModelClient for AzureOpenAiModel {
             .extend(["openai", "deployments", deployment, "chat", "completions"]);
         url.query_pairs_mut()
             .append_pair("api-version", &self.api_version);
-        let body = request_body(&request, deployment);
+        let aliases = ToolAliases::new(&request.tools, &request.messages, MAX_FUNCTION_NAME);
+        let body = request_body(&request, deployment, &aliases);
         let http = self
             .http
             .client
@@ -123,28 +129,37 @@ impl ModelClient for AzureOpenAiModel {
             .header("api-key", &self.api_key)
             .json(&body);
         let value = send_json("azure-openai", &self.http, http).await?;
-        parse_response("azure-openai", &value, request.step)
+        parse_response("azure-openai", &value, request.step, &aliases)
     }
 }
 
 /// The chat-completions body: `model`, the mapped history, and `tools` + `tool_choice:auto`
-/// when tools are offered.
-fn request_body(request: &ModelRequest, model: &str) -> Value {
+/// when tools are offered; tool names are sent as their aliases.
+fn request_body(request: &ModelRequest, model: &str, aliases: &ToolAliases) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(model));
     body.insert(
         "messages".into(),
-        Value::Array(request.messages.iter().filter_map(map_message).collect()),
+        Value::Array(
+            request
+                .messages
+                .iter()
+                .filter_map(|m| map_message(m, aliases))
+                .collect(),
+        ),
     );
     if !request.tools.is_empty() {
-        body.insert("tools".into(), Value::Array(openai_tools(&request.tools)));
+        body.insert(
+            "tools".into(),
+            Value::Array(openai_tools(&request.tools, aliases)),
+        );
         body.insert("tool_choice".into(), json!("auto"));
     }
     Value::Object(body)
 }
 
 /// One history message; messages with neither content nor tool calls are skipped.
-fn map_message(message: &ChatMessage) -> Option<Value> {
+fn map_message(message: &ChatMessage, aliases: &ToolAliases) -> Option<Value> {
     if message.content.is_empty() && message.tool_calls.is_empty() {
         return None;
     }
@@ -170,7 +185,7 @@ fn map_message(message: &ChatMessage) -> Option<Value> {
                         json!({
                             "id": c.id,
                             "type": "function",
-                            "function": {"name": c.name, "arguments": c.input},
+                            "function": {"name": aliases.alias(&c.name), "arguments": c.input},
                         })
                     })
                     .collect();
@@ -186,8 +201,13 @@ fn map_message(message: &ChatMessage) -> Option<Value> {
     })
 }
 
-/// Content, tool calls and usage of a chat-completions answer.
-fn parse_response(provider: &str, value: &Value, step: u32) -> Result<ModelResponse> {
+/// Content, tool calls (named by their original names) and usage of a chat-completions answer.
+fn parse_response(
+    provider: &str,
+    value: &Value,
+    step: u32,
+    aliases: &ToolAliases,
+) -> Result<ModelResponse> {
     let message = value
         .get("choices")
         .and_then(Value::as_array)
@@ -205,7 +225,7 @@ fn parse_response(provider: &str, value: &Value, step: u32) -> Result<ModelRespo
             .join("\n"),
         _ => String::new(),
     };
-    let tool_calls = function_tool_calls(&message, step);
+    let tool_calls = function_tool_calls(&message, step, aliases);
     if content.is_empty() && tool_calls.is_empty() {
         return Err(Error::unavailable(format!(
             "{provider} model response missing message content"
@@ -232,8 +252,13 @@ fn parse_response(provider: &str, value: &Value, step: u32) -> Result<ModelRespo
 }
 
 /// Tool calls in the OpenAI function-calling shape (`tool_calls[].function{name, arguments}`),
-/// shared by the OpenAI-style providers and Ollama; missing ids become `call_<step>_<n>`.
-pub(crate) fn function_tool_calls(message: &Value, step: u32) -> Vec<ToolCall> {
+/// shared by the OpenAI-style providers and Ollama; missing ids become `call_<step>_<n>` and
+/// aliased names are mapped back to the original tool names.
+pub(crate) fn function_tool_calls(
+    message: &Value,
+    step: u32,
+    aliases: &ToolAliases,
+) -> Vec<ToolCall> {
     message
         .get("tool_calls")
         .and_then(Value::as_array)
@@ -255,7 +280,7 @@ pub(crate) fn function_tool_calls(message: &Value, step: u32) -> Vec<ToolCall> {
                         .unwrap_or_else(|| format!("call_{step}_{}", i + 1));
                     Some(ToolCall {
                         id,
-                        name: name.to_string(),
+                        name: aliases.original(name),
                         input: extract_tool_input(
                             function.get("arguments").unwrap_or(&Value::Null),
                         ),
