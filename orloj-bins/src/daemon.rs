@@ -430,6 +430,8 @@ pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
     let state = ApiState::new(store.clone(), clock.clone())
         .with_config(ApiConfig::default())
         .with_memory(memory.clone());
+    // The embedded worker publishes task transitions on the same bus `/v1/events/watch` reads.
+    let events = state.events.clone();
     let app = router(state);
     let listener = bind(args.addr).await?;
     tracing::info!(addr = %args.addr, backend = ?args.storage_backend, version = env!("CARGO_PKG_VERSION"), "orlojd listening");
@@ -442,7 +444,8 @@ pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
     );
 
     if args.embedded_worker {
-        let worker = embedded_worker(&args, store.clone(), clock.clone(), memory.clone())?;
+        let worker = embedded_worker(&args, store.clone(), clock.clone(), memory.clone())?
+            .with_events(events.clone());
         let token = cancel.child_token();
         tracker.spawn(async move {
             if let Err(e) = worker.run(token).await {

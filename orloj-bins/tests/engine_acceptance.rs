@@ -112,6 +112,23 @@ fn quickstart_pipeline_succeeds() {
     for t in items {
         assert_eq!(t["status"]["phase"], "Succeeded", "{:#}", t["status"]);
     }
+    // The worker's transitions are on the control-plane event stream.
+    let events = ok(
+        server.ctl(&[
+            "events",
+            "--since",
+            "0",
+            "--type",
+            "task.succeeded",
+            "--once",
+            "--timeout",
+            "10s",
+            "--raw",
+        ]),
+        "events",
+    );
+    assert!(events.contains("task.succeeded"), "{events}");
+    assert!(events.contains("task-controller"), "{events}");
 }
 
 #[test]

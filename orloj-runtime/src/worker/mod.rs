@@ -23,6 +23,7 @@
 use crate::engine::agent_turn::{AgentRunner, humanize};
 use crate::engine::failure::{FailureOutcome, decide};
 use crate::engine::graph::{GraphRun, StepFailure, prepare, run_sequential};
+use crate::events::{Event, EventBus};
 use crate::governance::approval::{self, ApprovalState};
 use crate::governance::authorizer::AuthorizedExecutor;
 use orloj_core::clock::Clock;
@@ -98,6 +99,7 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     router: Arc<dyn ModelRouter>,
     runner: AgentRunner,
+    events: Option<Arc<dyn EventBus>>,
     held: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
@@ -134,6 +136,7 @@ impl Worker {
             clock,
             router,
             runner,
+            events: None,
             held: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -141,6 +144,13 @@ impl Worker {
     /// Replaces the agent runner (e.g. one with another step interval).
     pub fn with_runner(mut self, runner: AgentRunner) -> Self {
         self.runner = runner;
+        self
+    }
+
+    /// Publishes a `task.*` event (spec runtime §2.2) to `events` after every task transition
+    /// this worker writes; without a bus, transitions are only stored.
+    pub fn with_events(mut self, events: Arc<dyn EventBus>) -> Self {
+        self.events = Some(events);
         self
     }
 
@@ -275,6 +285,33 @@ impl Worker {
         }
     }
 
+    /// Publishes `task.<transition>` for a status this worker just wrote. The payload carries
+    /// only lease/phase fields (never the task input or output); `lastError` is already redacted.
+    fn publish(&self, written: &Object, transition: &str, message: &str) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let status = resources::status_of::<TaskSpec>(written).unwrap_or_default();
+        events.publish(Event {
+            id: 0,
+            timestamp: self.clock.now(),
+            source: "task-controller".into(),
+            event_type: format!("task.{transition}"),
+            kind: Kind::Task.as_str().to_string(),
+            name: written.name().to_string(),
+            namespace: written.namespace().to_string(),
+            action: status.phase.to_lowercase(),
+            message: message.to_string(),
+            data: serde_json::json!({
+                "phase": status.phase,
+                "attempts": status.attempts,
+                "assignedWorker": status.assigned_worker,
+                "claimedBy": status.claimed_by,
+                "lastError": status.last_error,
+            }),
+        });
+    }
+
     fn history(&self, event_type: &str, message: String) -> TaskHistoryEvent {
         TaskHistoryEvent {
             timestamp: self.now(),
@@ -312,6 +349,7 @@ impl Worker {
         else {
             return Ok(TaskResult::LeaseLost);
         };
+        self.publish(&task, "claimed", &claim.message);
         self.run_held(task).await
     }
 
@@ -485,6 +523,7 @@ impl Worker {
                         })
                         .await?;
                     if let Some(obj) = written {
+                        self.publish(&obj, "running", &h.message);
                         self.log(&obj, "task transitioned WaitingApproval->Running reason=tool approval granted".into())
                             .await;
                         self.held()
@@ -507,6 +546,7 @@ impl Worker {
                         })
                         .await?;
                     if let Some(obj) = written {
+                        self.publish(&obj, "failed", &h.message);
                         self.log(&obj, format!("task moved to Failed reason={reason}"))
                             .await;
                     }
@@ -531,6 +571,8 @@ impl Worker {
         let max_attempts = spec.retry.max_attempts.max(1);
         let backoff = parse_duration(&spec.retry.backoff).unwrap_or(Duration::ZERO);
         let (log_line, phase_after): (String, String);
+        // The history entry doubles as the event: its type names the transition.
+        let event: TaskHistoryEvent;
         let apply: Box<dyn Fn(&mut TaskStatus) + Send + Sync> = match &outcome {
             Ok(()) => {
                 let out = &ours.output;
@@ -544,6 +586,7 @@ impl Worker {
                 );
                 phase_after = "Succeeded".into();
                 let h = self.history("succeeded", "task execution completed".into());
+                event = h.clone();
                 let ours = ours.clone();
                 let now_s = now_s.clone();
                 Box::new(move |s: &mut TaskStatus| {
@@ -561,6 +604,7 @@ impl Worker {
                 log_line = format!("task waiting for tool approval reason={}", f.reason);
                 phase_after = "WaitingApproval".into();
                 let h = self.history("waiting_approval", f.reason.clone());
+                event = h.clone();
                 let ours = ours.clone();
                 let reason = f.reason.clone();
                 Box::new(move |s: &mut TaskStatus| {
@@ -584,6 +628,7 @@ impl Worker {
                         let last_error =
                             format!("{reason} (retry scheduled in {})", humanize(delay));
                         let h = self.history("retry_scheduled", last_error.clone());
+                        event = h.clone();
                         Box::new(move |s: &mut TaskStatus| {
                             merge_progress(s, &ours);
                             s.phase = "Pending".into();
@@ -606,6 +651,7 @@ impl Worker {
                         log_line = format!("task moved to {phase} reason={reason}");
                         phase_after = phase.into();
                         let h = self.history(kind, reason.clone());
+                        event = h.clone();
                         let now_s = now_s.clone();
                         Box::new(move |s: &mut TaskStatus| {
                             merge_progress(s, &ours);
@@ -622,7 +668,8 @@ impl Worker {
             }
         };
         match self.write_status(task, |s| apply(s)).await? {
-            Some(_) => {
+            Some(written) => {
+                self.publish(&written, &event.event_type, &event.message);
                 self.log(task, log_line).await;
                 Ok(TaskResult::Written(phase_after))
             }
