@@ -1,68 +1,27 @@
 //! orlojctl against a real orlojd (in-memory store) on a free port.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-/// A running orlojd, killed on drop.
+/// A running orlojd (killed on drop) plus a private orlojctl config file.
 struct Server {
-    child: Child,
+    _orlojd: common::Orlojd,
     url: String,
     config: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
-}
-
 fn start() -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_orlojd"))
-        .args([
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--storage-backend",
-            "memory",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn orlojd");
-    let server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
+    let orlojd = common::Orlojd::start(&["--storage-backend", "memory"]);
+    Server {
+        url: orlojd.url.clone(),
+        _orlojd: orlojd,
         config: tempfile::tempdir().expect("tempdir"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !healthy(port) {
-        assert!(Instant::now() < deadline, "orlojd did not become healthy");
-        std::thread::sleep(Duration::from_millis(100));
     }
-    server
 }
 
 impl Server {
