@@ -4,44 +4,13 @@
 #[path = "engine_support.rs"]
 mod support;
 
-use orloj_core::SystemClock;
-use orloj_runtime::engine::agent_turn::AgentRunner;
 use orloj_runtime::engine::graph::CYCLE_ERROR;
-use orloj_runtime::worker::{Worker, WorkerConfig};
-use std::sync::Arc;
+use orloj_runtime::worker::Worker;
 use std::time::Duration;
 use support::*;
 
-struct Env {
-    store: Arc<dyn orloj_core::Store>,
-    model: Arc<MockModel>,
-    tools: Arc<FakeTools>,
-}
-
-fn env_with(model: MockModel) -> Env {
-    Env {
-        store: store(),
-        model: Arc::new(model),
-        tools: Arc::new(FakeTools::default()),
-    }
-}
-
 fn worker(env: &Env, step_interval: Duration) -> Worker {
-    let router = Arc::new(StoreRouter {
-        store: env.store.clone(),
-        model: env.model.clone(),
-    });
-    let clock = Arc::new(SystemClock);
-    let runner =
-        AgentRunner::new(env.tools.clone(), clock.clone()).with_step_interval(step_interval);
-    Worker::new(
-        WorkerConfig::default(),
-        env.store.clone(),
-        clock,
-        router,
-        env.tools.clone(),
-    )
-    .with_runner(runner)
+    worker_with_interval(env, step_interval)
 }
 
 const PIPELINE: &str = r#"

@@ -198,3 +198,39 @@ pub fn task_manifest(name: &str, system: &str, extra: &str) -> String {
         "---\napiVersion: orloj.dev/v1\nkind: Task\nmetadata: {{name: {name}}}\nspec:\n  system: {system}\n{extra}\n"
     )
 }
+
+/// A store, a recording model and recording tools, shared by a test and its workers.
+pub struct Env {
+    pub store: Arc<dyn Store>,
+    pub model: Arc<MockModel>,
+    pub tools: Arc<FakeTools>,
+}
+
+/// An environment with a fresh store around `model`.
+pub fn env_with(model: MockModel) -> Env {
+    Env {
+        store: store(),
+        model: Arc::new(model),
+        tools: Arc::new(FakeTools::default()),
+    }
+}
+
+/// A worker over `env` whose agent turns wait `step_interval` before each step.
+pub fn worker_with_interval(env: &Env, step_interval: Duration) -> orloj_runtime::worker::Worker {
+    let router = Arc::new(StoreRouter {
+        store: env.store.clone(),
+        model: env.model.clone(),
+    });
+    let clock = Arc::new(SystemClock);
+    let runner =
+        orloj_runtime::engine::agent_turn::AgentRunner::new(env.tools.clone(), clock.clone())
+            .with_step_interval(step_interval);
+    orloj_runtime::worker::Worker::new(
+        orloj_runtime::worker::WorkerConfig::default(),
+        env.store.clone(),
+        clock,
+        router,
+        env.tools.clone(),
+    )
+    .with_runner(runner)
+}

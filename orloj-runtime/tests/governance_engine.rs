@@ -14,36 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
-struct Env {
-    store: Arc<dyn Store>,
-    model: Arc<MockModel>,
-    tools: Arc<FakeTools>,
-}
-
-fn env_with(model: MockModel) -> Env {
-    Env {
-        store: store(),
-        model: Arc::new(model),
-        tools: Arc::new(FakeTools::default()),
-    }
-}
-
 fn worker(env: &Env) -> Worker {
-    let router = Arc::new(StoreRouter {
-        store: env.store.clone(),
-        model: env.model.clone(),
-    });
-    let clock = Arc::new(SystemClock);
-    let runner =
-        AgentRunner::new(env.tools.clone(), clock.clone()).with_step_interval(Duration::ZERO);
-    Worker::new(
-        WorkerConfig::default(),
-        env.store.clone(),
-        clock,
-        router,
-        env.tools.clone(),
-    )
-    .with_runner(runner)
+    worker_with_interval(env, Duration::ZERO)
 }
 
 fn doc(kind: &str, name: &str, spec: &str) -> String {

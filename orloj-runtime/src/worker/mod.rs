@@ -756,8 +756,8 @@ impl Worker {
                     if let Err(e) = self.heartbeat("Ready").await {
                         tracing::warn!(worker = %self.config.worker_id, error = %e, "worker heartbeat failed");
                     }
-                }
-                _ = poll.tick() => {
+                    // Approvals are decided at human speed: sweeping on the heartbeat keeps a
+                    // full task listing off the claim poll, which is the dispatch hot path.
                     match self.sweep_approvals().await {
                         Ok(tasks) => {
                             for task in tasks {
@@ -774,6 +774,8 @@ impl Worker {
                             tracing::warn!(worker = %self.config.worker_id, error = %e, "approval sweep failed");
                         }
                     }
+                }
+                _ = poll.tick() => {
                     loop {
                         match self.claim_next().await {
                             Ok(Some(task)) => {
