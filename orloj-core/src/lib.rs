@@ -13,6 +13,7 @@
 //! assert!(!sel.is_empty());
 //! ```
 
+pub mod bus;
 pub mod clock;
 pub mod error;
 pub mod kind;
@@ -25,6 +26,7 @@ pub mod store;
 pub mod task_queue;
 pub mod tool;
 
+pub use bus::{Bus, Delivery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use kind::{API_VERSION, DEFAULT_NAMESPACE, Kind};
