@@ -1,53 +1,22 @@
 //! `orlojd`: configuration (flags and environment, spec §5.1) and the wiring that serves the
 //! REST API over the chosen store.
 
-use crate::telemetry::{LogFormat, LogLevel};
+use crate::runtime_args::{LogArgs, MessagingArgs, StorageArgs, StorageBackend, ToolArgs};
+use crate::telemetry::LogLevel;
 use anyhow::{Context, bail};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use orloj_core::{Clock, Store, SystemClock};
-use orloj_runtime::api::{ApiConfig, ApiState, router};
+use orloj_runtime::api::{ApiConfig, ApiState, Capability, router};
 use orloj_runtime::controllers::StatusController;
-use orloj_runtime::memory::{MEMORY_TOOL_TYPE, MemoryRegistry, MemoryToolExecutor};
-use orloj_runtime::model::StoreModelRouter;
-use orloj_runtime::tools::secrets::{
-    ChainSecretResolver, EnvLookup, EnvSecretResolver, StoreSecretResolver,
-};
-use orloj_runtime::tools::{ContainerConfig, GovernedToolRuntime, ToolRuntimeConfig};
+use orloj_runtime::memory::MemoryRegistry;
+use orloj_runtime::scheduler::TaskScheduler;
 use orloj_runtime::worker::{Worker, WorkerConfig};
-use orloj_store::{MemoryStore, PostgresOptions, PostgresStore};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Which store holds the resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StorageBackend {
-    /// In process; nothing survives a restart.
-    Memory,
-    /// Postgres (`--postgres-dsn`).
-    Postgres,
-}
-
-/// Where tools with a non-`none` isolation mode run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum IsolationBackend {
-    /// No backend: such tools fail with `isolation_unavailable`.
-    None,
-    /// A docker-compatible CLI (`--tool-container-runtime`).
-    Container,
-}
-
-/// How tasks execute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExecutionMode {
-    /// The claiming worker walks the whole graph in process.
-    Sequential,
-    /// Agents hand work to each other over the message bus (not available yet).
-    MessageDriven,
-}
 
 /// Parses a Go-style duration (`2s`, `30m`, `1h30m`, `500ms`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -77,53 +46,13 @@ pub struct OrlojdArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub addr: SocketAddr,
 
-    /// Log verbosity.
-    #[arg(
-        long,
-        env = "ORLOJ_LOG_LEVEL",
-        value_enum,
-        default_value = "info",
-        ignore_case = true
-    )]
-    pub log_level: LogLevel,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
 
-    /// Shorthand for `--log-level debug`.
-    #[arg(long)]
-    pub debug: bool,
-
-    /// Log line format.
-    #[arg(
-        long,
-        env = "ORLOJ_LOG_FORMAT",
-        value_enum,
-        default_value = "json",
-        ignore_case = true
-    )]
-    pub log_format: LogFormat,
-
-    /// Where resources are stored.
-    #[arg(long, value_enum, default_value = "memory", ignore_case = true)]
-    pub storage_backend: StorageBackend,
-
-    /// Postgres connection string (required with `--storage-backend postgres`).
-    #[arg(long, env = "ORLOJ_POSTGRES_DSN", hide_env_values = true)]
-    pub postgres_dsn: Option<String>,
-
-    /// SQL driver name, accepted for compatibility; only `pgx`/`postgres` exist.
-    #[arg(long, default_value = "pgx")]
-    pub sql_driver: String,
-
-    /// Most connections the Postgres pool opens.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub postgres_max_open_conns: u32,
-
-    /// Connections the Postgres pool keeps open when idle.
-    #[arg(long, default_value_t = 10)]
-    pub postgres_max_idle_conns: u32,
-
-    /// How long a Postgres connection lives before it is replaced.
-    #[arg(long, default_value = "30m", value_parser = parse_duration)]
-    pub postgres_conn_max_lifetime: Duration,
+    /// Store.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// How often controllers reconcile resources.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -132,16 +61,6 @@ pub struct OrlojdArgs {
     /// Run a task worker inside this process (alias `--run-task-worker`).
     #[arg(long, alias = "run-task-worker")]
     pub embedded_worker: bool,
-
-    /// How tasks execute: `sequential` (the claiming worker walks the graph in process).
-    #[arg(
-        long,
-        env = "ORLOJ_TASK_EXECUTION_MODE",
-        value_enum,
-        default_value = "sequential",
-        ignore_case = true
-    )]
-    pub task_execution_mode: ExecutionMode,
 
     /// Worker id of the embedded worker (its Worker resource name).
     #[arg(long, default_value = "embedded-worker")]
@@ -163,63 +82,17 @@ pub struct OrlojdArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub task_heartbeat_interval: Duration,
 
-    /// Environment prefix for model API keys (`<prefix><SECRET_NAME>`).
-    #[arg(
-        long,
-        env = "ORLOJ_MODEL_SECRET_ENV_PREFIX",
-        default_value = "ORLOJ_SECRET_"
-    )]
-    pub model_secret_env_prefix: String,
+    /// Execution mode and buses.
+    #[command(flatten)]
+    pub messaging: MessagingArgs,
 
-    /// Environment prefix for tool secrets (`<prefix><SECRET_NAME>`).
-    #[arg(
-        long,
-        env = "ORLOJ_TOOL_SECRET_ENV_PREFIX",
-        default_value = "ORLOJ_SECRET_"
-    )]
-    pub tool_secret_env_prefix: String,
+    /// Tool runtime and model secrets.
+    #[command(flatten)]
+    pub tools: ToolArgs,
 
-    /// Isolation backend for tools whose isolation mode is not `none`.
-    #[arg(
-        long,
-        env = "ORLOJ_TOOL_ISOLATION_BACKEND",
-        value_enum,
-        default_value = "none",
-        ignore_case = true
-    )]
-    pub tool_isolation_backend: IsolationBackend,
-
-    /// Docker-compatible CLI that runs tool containers (docker, podman).
-    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_RUNTIME", default_value = "docker")]
-    pub tool_container_runtime: String,
-
-    /// Image tool containers run.
-    #[arg(
-        long,
-        env = "ORLOJ_TOOL_CONTAINER_IMAGE",
-        default_value = "curlimages/curl:8.8.0"
-    )]
-    pub tool_container_image: String,
-
-    /// Network of tool containers.
-    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_NETWORK", default_value = "none")]
-    pub tool_container_network: String,
-
-    /// Memory limit of tool containers.
-    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_MEMORY", default_value = "128m")]
-    pub tool_container_memory: String,
-
-    /// CPU limit of tool containers.
-    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_CPUS", default_value = "0.50")]
-    pub tool_container_cpus: String,
-
-    /// Process limit of tool containers.
-    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_PIDS_LIMIT", default_value_t = 64)]
-    pub tool_container_pids_limit: u32,
-
-    /// `uid:gid` tool containers run as.
-    #[arg(long, env = "ORLOJ_TOOL_CONTAINER_USER", default_value = "65532:65532")]
-    pub tool_container_user: String,
+    /// Authentication, rate limits, trusted proxies and CORS.
+    #[command(flatten)]
+    pub auth: crate::auth_args::AuthArgs,
 
     /// How long a shutdown may take to drain open requests before exiting anyway.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -241,49 +114,9 @@ impl OrlojdArgs {
 
     fn check(&self, matches: &ArgMatches) -> anyhow::Result<()> {
         let from_cli = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-        if !matches!(self.sql_driver.as_str(), "pgx" | "postgres") {
-            bail!(
-                "--sql-driver {:?} is not supported; use pgx (the default)",
-                self.sql_driver
-            );
-        }
-        match self.storage_backend {
-            StorageBackend::Postgres => {
-                if self
-                    .postgres_dsn
-                    .as_deref()
-                    .is_none_or(|d| d.trim().is_empty())
-                {
-                    bail!("--storage-backend postgres needs --postgres-dsn or ORLOJ_POSTGRES_DSN");
-                }
-            }
-            StorageBackend::Memory => {
-                for flag in [
-                    "postgres_dsn",
-                    "postgres_max_open_conns",
-                    "postgres_max_idle_conns",
-                    "postgres_conn_max_lifetime",
-                ] {
-                    if from_cli(flag) {
-                        bail!(
-                            "--{} only applies to --storage-backend postgres (the storage backend is memory)",
-                            flag.replace('_', "-")
-                        );
-                    }
-                }
-            }
-        }
-        if self.postgres_max_idle_conns > self.postgres_max_open_conns {
-            bail!(
-                "--postgres-max-idle-conns ({}) cannot exceed --postgres-max-open-conns ({})",
-                self.postgres_max_idle_conns,
-                self.postgres_max_open_conns
-            );
-        }
-        if self.task_execution_mode == ExecutionMode::MessageDriven {
-            bail!(
-                "--task-execution-mode message-driven is not available in this build yet; use sequential"
-            );
+        self.storage.check(StorageBackend::Memory, matches)?;
+        if self.embedded_worker {
+            self.messaging.check_for_worker()?;
         }
         if !self.embedded_worker {
             for flag in [
@@ -313,79 +146,26 @@ impl OrlojdArgs {
         if self.reconcile_interval.is_zero() {
             bail!("--reconcile-interval must be greater than zero");
         }
+        self.auth.config(self.addr)?;
         Ok(())
     }
 
     /// The effective log level (`--debug` wins).
     pub fn effective_log_level(&self) -> LogLevel {
-        if self.debug {
-            LogLevel::Debug
-        } else {
-            self.log_level
-        }
+        self.log.effective_log_level()
     }
 }
 
-/// Opens the configured store.
-pub async fn open_store(
-    args: &OrlojdArgs,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<Arc<dyn Store>> {
-    match args.storage_backend {
-        StorageBackend::Memory => {
-            tracing::warn!("storage backend is memory: nothing survives a restart");
-            Ok(Arc::new(MemoryStore::new(clock)))
-        }
-        StorageBackend::Postgres => {
-            let dsn = args.postgres_dsn.as_deref().unwrap_or_default();
-            let options = PostgresOptions {
-                max_open_conns: args.postgres_max_open_conns,
-                max_idle_conns: args.postgres_max_idle_conns,
-                conn_max_lifetime: args.postgres_conn_max_lifetime,
-                ..PostgresOptions::default()
-            };
-            let store = PostgresStore::connect(dsn, options, clock)
-                .await
-                .context("cannot open the Postgres store")?;
-            Ok(Arc::new(store))
-        }
-    }
-}
-
-fn env_lookup() -> EnvLookup {
-    Arc::new(|name: &str| std::env::var(name).ok())
-}
-
-/// The tool runtime configured by the `--tool-*` flags.
-pub fn tool_runtime(
-    args: &OrlojdArgs,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<GovernedToolRuntime> {
-    let secrets = Arc::new(ChainSecretResolver::new(vec![
-        Arc::new(StoreSecretResolver::new(store)),
-        Arc::new(EnvSecretResolver::new(
-            args.tool_secret_env_prefix.clone(),
-            env_lookup(),
-        )),
-    ]));
-    let container =
-        (args.tool_isolation_backend == IsolationBackend::Container).then(|| ContainerConfig {
-            runtime: args.tool_container_runtime.clone(),
-            image: args.tool_container_image.clone(),
-            network: args.tool_container_network.clone(),
-            memory: args.tool_container_memory.clone(),
-            cpus: args.tool_container_cpus.clone(),
-            pids_limit: args.tool_container_pids_limit,
-            user: args.tool_container_user.clone(),
-            ..ContainerConfig::default()
-        });
-    let config = ToolRuntimeConfig {
-        container,
-        allow_private_endpoints: false,
-    };
-    GovernedToolRuntime::standard(config, secrets, clock)
-        .map_err(|e| anyhow::anyhow!("cannot build the tool runtime: {e}"))
+/// What `/v1/capabilities` reports for this configuration.
+pub fn api_config(args: &OrlojdArgs) -> ApiConfig {
+    let mut config = ApiConfig::default();
+    config.capabilities.push(Capability {
+        id: "core.secrets.encryption_at_rest".to_string(),
+        enabled: args.storage.secret_encryption_key.is_some(),
+        description: "Secret values sealed at rest with --secret-encryption-key".to_string(),
+        source: "core".to_string(),
+    });
+    config
 }
 
 /// The embedded worker configured by the `--task-*` flags.
@@ -395,14 +175,6 @@ pub fn embedded_worker(
     clock: Arc<dyn Clock>,
     memory: Arc<MemoryRegistry>,
 ) -> anyhow::Result<Worker> {
-    let models = StoreModelRouter::with_env(
-        store.clone(),
-        args.model_secret_env_prefix.clone(),
-        env_lookup(),
-    )
-    .context("cannot build the model gateway")?;
-    let tools = tool_runtime(args, store.clone(), clock.clone())?
-        .with_type_executor(MEMORY_TOOL_TYPE, Arc::new(MemoryToolExecutor::new(memory)));
     let config = WorkerConfig {
         worker_id: args.task_worker_id.clone(),
         region: args.task_worker_region.clone(),
@@ -411,30 +183,37 @@ pub fn embedded_worker(
         heartbeat_interval: args.task_heartbeat_interval,
         poll_interval: args.reconcile_interval.min(Duration::from_secs(1)),
         drain_timeout: args.shutdown_timeout,
+        execution_mode: args.messaging.worker_mode(),
         ..WorkerConfig::default()
     };
-    Ok(Worker::new(
-        config,
-        store,
-        clock,
-        Arc::new(models),
-        Arc::new(tools),
-    ))
+    args.tools.worker(config, store, clock, memory)
 }
+
+/// How long startup keeps trying to reach NATS before giving up.
+pub const CONNECT_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Runs the server until SIGTERM/Ctrl-C, then drains within `--shutdown-timeout`.
 pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(&args, clock.clone()).await?;
+    let store = args
+        .storage
+        .open(StorageBackend::Memory, clock.clone())
+        .await?;
+    let auth_store = crate::auth_args::open_auth_store(&args.storage, clock.clone()).await?;
+    if args.auth.is_reset() {
+        return args.auth.reset_admin(auth_store.as_ref()).await;
+    }
     let memory = Arc::new(MemoryRegistry::with_store(store.clone()));
     let state = ApiState::new(store.clone(), clock.clone())
-        .with_config(ApiConfig::default())
-        .with_memory(memory.clone());
+        .with_auth(args.auth.config(args.addr)?, auth_store)
+        .with_config(api_config(&args))
+        .with_memory(memory.clone())
+        .with_events(args.messaging.event_bus(CONNECT_GIVE_UP).await?);
     // The embedded worker publishes task transitions on the same bus `/v1/events/watch` reads.
     let events = state.events.clone();
     let app = router(state);
     let listener = bind(args.addr).await?;
-    tracing::info!(addr = %args.addr, backend = ?args.storage_backend, version = env!("CARGO_PKG_VERSION"), "orlojd listening");
+    tracing::info!(addr = %args.addr, backend = ?args.storage.backend(StorageBackend::Memory), version = env!("CARGO_PKG_VERSION"), "orlojd listening");
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -442,10 +221,19 @@ pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
         StatusController::new(store.clone(), clock.clone(), args.reconcile_interval)
             .run(cancel.child_token()),
     );
+    tracker.spawn(
+        TaskScheduler::new(store.clone(), clock.clone(), args.reconcile_interval)
+            .with_events(events.clone())
+            .run(cancel.child_token()),
+    );
 
     if args.embedded_worker {
-        let worker = embedded_worker(&args, store.clone(), clock.clone(), memory.clone())?
+        let mut worker = embedded_worker(&args, store.clone(), clock.clone(), memory.clone())?
             .with_events(events.clone());
+        if let Some(bus) = args.messaging.agent_bus(CONNECT_GIVE_UP).await? {
+            // The embedded worker consumes its own messages (spec §0).
+            worker = worker.with_message_bus(bus, args.messaging.message_config(true, None));
+        }
         let token = cancel.child_token();
         tracker.spawn(async move {
             if let Err(e) = worker.run(token).await {
@@ -455,6 +243,8 @@ pub async fn run(args: OrlojdArgs) -> anyhow::Result<()> {
     }
 
     let shutdown = cancel.clone();
+    // Peer addresses feed the per-IP auth limits and trusted-proxy checks.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         shutdown.cancel();
@@ -545,9 +335,15 @@ mod tests {
     fn defaults() {
         let a = parse(&[]).expect("defaults parse");
         assert_eq!(a.addr, "127.0.0.1:8080".parse().expect("addr"));
-        assert_eq!(a.storage_backend, StorageBackend::Memory);
+        assert_eq!(
+            a.storage.backend(StorageBackend::Memory),
+            StorageBackend::Memory
+        );
         assert_eq!(a.reconcile_interval, Duration::from_secs(2));
-        assert_eq!(a.postgres_conn_max_lifetime, Duration::from_secs(1800));
+        assert_eq!(
+            a.storage.postgres_conn_max_lifetime,
+            Duration::from_secs(1800)
+        );
     }
 
     #[test]

@@ -257,7 +257,10 @@ mod tests {
     #[test]
     fn subjects() {
         assert_eq!(inbox_subject("p.", "", "a.b"), "p.default.a_b.inbox");
-        assert!(subject_matches("orloj.agentmsg.>", "orloj.agentmsg.ns.a.inbox"));
+        assert!(subject_matches(
+            "orloj.agentmsg.>",
+            "orloj.agentmsg.ns.a.inbox"
+        ));
         assert!(!subject_matches("orloj.agentmsg.>", "orloj.agentmsg"));
         assert!(subject_matches("a.*.c", "a.b.c"));
         assert!(!subject_matches("a.*.c", "a.b.d"));
@@ -267,10 +270,10 @@ mod tests {
     #[test]
     fn decode_names_the_missing_field() {
         let err = AgentMessage::decode(br#"{"message_id":"m","task_id":"t","attempt":1}"#)
-            .unwrap_err();
+            .expect_err("invalid");
         assert!(err.to_string().contains("to_agent"), "{err}");
         let err = AgentMessage::decode(br#"{"message_id":"m","task_id":"t","to_agent":"a"}"#)
-            .unwrap_err();
+            .expect_err("invalid");
         assert!(err.to_string().contains("attempt"), "{err}");
     }
 }

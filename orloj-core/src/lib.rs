@@ -13,6 +13,7 @@
 //! assert!(!sel.is_empty());
 //! ```
 
+pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod error;

@@ -44,17 +44,22 @@ pub fn is_template(task: &Object) -> bool {
 /// Whether a worker may claim this task now: not a template, and either pending and due, or
 /// running with no holder or an expired lease.
 pub fn is_claimable(task: &Object, now: DateTime<Utc>) -> bool {
+    claimable_from(task).is_some_and(|from| from.is_none_or(|t| t <= now))
+}
+
+/// When the task becomes claimable, as [`is_claimable`] decides: `None` when it never is in
+/// its current state, `Some(None)` when it is now, `Some(Some(t))` from `t` on. Stores cache
+/// this per write so a claim scan does not re-read every task's JSON.
+pub fn claimable_from(task: &Object) -> Option<Option<DateTime<Utc>>> {
     if is_template(task) {
-        return false;
+        return None;
     }
     let phase = task.phase().to_ascii_lowercase();
     match phase.as_str() {
-        "" | "pending" => status_time(task, "nextAttemptAt").is_none_or(|t| t <= now),
-        "running" => {
-            status_str(task, "claimedBy").is_empty()
-                || status_time(task, "leaseUntil").is_none_or(|t| t <= now)
-        }
-        _ => false,
+        "" | "pending" => Some(status_time(task, "nextAttemptAt")),
+        "running" if status_str(task, "claimedBy").is_empty() => Some(None),
+        "running" => Some(status_time(task, "leaseUntil")),
+        _ => None,
     }
 }
 
@@ -149,8 +154,9 @@ pub fn apply_claim(task: &mut Object, request: &ClaimRequest, now: DateTime<Utc>
         status.insert("lastHeartbeat".into(), json!(now_s));
         status.remove("nextAttemptAt");
         status.remove("completedAt");
-        status.remove("output");
         if !was_running {
+            // A takeover continues the attempt: its recorded output stays.
+            status.remove("output");
             let attempts = status.get("attempts").and_then(Value::as_i64).unwrap_or(0);
             status.insert("attempts".into(), json!(attempts + 1));
         }

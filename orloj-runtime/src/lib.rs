@@ -8,6 +8,8 @@
 //!   `/openapi.json`. Mount it in your own service or serve it with `orlojd`.
 //! * [`controllers`]: status controllers (Pending → Ready, stale workers → NotReady).
 //! * [`events`]: the control-plane event bus behind `/v1/events/watch`.
+//! * [`events_nats`]: that event bus shared between processes over NATS.
+//! * [`bus`]: the agent message bus — [`bus::MemoryBus`] and [`bus::NatsBus`] (JetStream).
 //! * [`model`]: the model gateway — providers (mock, OpenAI, Azure OpenAI, Anthropic, Ollama)
 //!   and [`model::StoreModelRouter`], which resolves an Agent's `model_ref`.
 //! * [`tools`]: the tool runtime — HTTP, external, webhook-callback and container executors
@@ -43,11 +45,15 @@
 //! ```
 
 pub mod api;
+pub mod bus;
 pub mod controllers;
 pub mod engine;
 pub mod events;
+pub mod events_nats;
 pub mod governance;
 pub mod memory;
 pub mod model;
+pub mod outbound;
+pub mod scheduler;
 pub mod tools;
 pub mod worker;

@@ -630,6 +630,21 @@ fn required_routes() -> Vec<(String, &'static str)> {
         ("/v1/tasks/{name}/metrics", "get"),
         ("/v1/agents/{name}/logs", "get"),
         ("/v1/memories/{name}/entries", "get"),
+        // native auth (spec §6.2, §6.3)
+        ("/v1/auth/config", "get"),
+        ("/v1/auth/setup", "post"),
+        ("/v1/auth/login", "post"),
+        ("/v1/auth/logout", "post"),
+        ("/v1/auth/me", "get"),
+        ("/v1/auth/change-password", "post"),
+        ("/v1/auth/admin/reset-password", "post"),
+        ("/v1/auth/cli-token", "post"),
+        ("/v1/auth/users", "get"),
+        ("/v1/auth/users", "post"),
+        ("/v1/auth/users/{username}", "delete"),
+        ("/v1/tokens", "get"),
+        ("/v1/tokens", "post"),
+        ("/v1/tokens/{name}", "delete"),
     ] {
         out.push((p.to_string(), m));
     }

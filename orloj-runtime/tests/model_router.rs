@@ -91,6 +91,8 @@ async fn openai_endpoint(store: &Arc<dyn Store>, ns: &str, server: &MockServer, 
         json!({
             "provider": "openai",
             "base_url": format!("{}/v1", server.uri()),
+            // The fake provider listens on loopback.
+            "allowPrivate": true,
             "default_model": "gpt-4o",
             "auth": {"secretRef": secret_ref}
         }),
@@ -307,6 +309,8 @@ async fn provider_options_reach_the_requests() {
         json!({
             "provider": "azure",
             "base_url": azure.uri(),
+            // The fake provider listens on loopback.
+            "allowPrivate": true,
             "default_model": "prod-4o",
             "options": {"api_version": "2025-02-01"},
             "auth": {"secretRef": "key"}
@@ -333,6 +337,8 @@ async fn provider_options_reach_the_requests() {
         json!({
             "provider": "anthropic",
             "base_url": format!("{}/v1", anthropic.uri()),
+            // The fake provider listens on loopback.
+            "allowPrivate": true,
             "default_model": "claude-sonnet",
             "options": {"anthropic_version": "2024-10-22", "max_tokens": "2048"},
             "auth": {"secretRef": "key"}
@@ -448,4 +454,58 @@ async fn clients_are_cached_until_the_endpoint_changes() {
         ErrorKind::NotFound,
         "a deleted endpoint is not served from cache"
     );
+}
+
+#[tokio::test]
+async fn private_addresses_need_allow_private() {
+    let server = openai_fake("sk-test").await;
+    let store = store();
+    secret(&store, "team", "openai-key", &[("value", "sk-test")]).await;
+    let base = format!("{}/v1", server.uri());
+    let localhost = base.replace("127.0.0.1", "localhost");
+    let router = router(&store, &[]);
+    for (name, base_url, allow) in [
+        ("literal", base.as_str(), None),
+        ("named", localhost.as_str(), Some(false)),
+        ("opted-in", localhost.as_str(), Some(true)),
+    ] {
+        let mut spec = json!({
+            "provider": "openai",
+            "base_url": base_url,
+            "default_model": "gpt-4o",
+            "auth": {"secretRef": "openai-key"}
+        });
+        if let Some(allow) = allow {
+            spec["allowPrivate"] = json!(allow);
+        }
+        put(&store, Kind::ModelEndpoint, "team", name, spec).await;
+    }
+    // A literal loopback address is refused when the endpoint resolves.
+    let err = router
+        .resolve("team", "literal")
+        .await
+        .expect_err("loopback literal");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(
+        err.message().contains("127.0.0.1 is a loopback address")
+            && err
+                .message()
+                .contains("set spec.allowPrivate: true on the ModelEndpoint"),
+        "{err}"
+    );
+    // A name resolving to loopback is refused when the request connects.
+    let named = router.resolve("team", "named").await.expect("resolves");
+    let err = named
+        .client
+        .complete(request(&named.model))
+        .await
+        .expect_err("localhost is loopback");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(
+        err.message().contains("localhost resolves to") && err.message().contains("loopback"),
+        "{err}"
+    );
+    // With allowPrivate the same server answers.
+    let opted = router.resolve("team", "opted-in").await.expect("resolves");
+    assert_eq!(call(&opted).await, "ok");
 }

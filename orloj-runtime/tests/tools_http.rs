@@ -540,8 +540,12 @@ async fn secret_chain_store_then_env() {
 async fn standard_runtime_routes_http_and_external_for_real() {
     use orloj_runtime::tools::{GovernedToolRuntime, ToolRuntimeConfig};
     let (base, _) = server().await;
+    // The test server listens on loopback: the runtime must opt in.
     let rt = GovernedToolRuntime::standard(
-        ToolRuntimeConfig::default(),
+        ToolRuntimeConfig {
+            allow_private_endpoints: true,
+            ..ToolRuntimeConfig::default()
+        },
         no_secrets().await,
         Arc::new(orloj_core::SystemClock),
     )
@@ -579,4 +583,40 @@ async fn standard_runtime_routes_http_and_external_for_real() {
         err.message
     );
     assert_eq!(err.details["http_status"], "503");
+}
+
+#[tokio::test]
+async fn standard_runtime_refuses_host_names_resolving_to_loopback() {
+    use orloj_runtime::tools::{GovernedToolRuntime, ToolRuntimeConfig};
+    let (base, _) = server().await;
+    assert!(base.starts_with("http://localhost:"), "{base}");
+    let rt = GovernedToolRuntime::standard(
+        ToolRuntimeConfig::default(),
+        no_secrets().await,
+        Arc::new(orloj_core::SystemClock),
+    )
+    .expect("runtime");
+    for spec in [
+        json!({"endpoint": format!("{base}/echo")}),
+        json!({"type": "external", "endpoint": format!("{base}/contract")}),
+    ] {
+        let err = rt
+            .execute(invocation(tool("web", spec), "hi"))
+            .await
+            .expect_err("localhost resolves to loopback");
+        assert_eq!(
+            err.code,
+            ToolErrorCode::RuntimePolicyInvalid,
+            "{}",
+            err.message
+        );
+        assert!(!err.retryable, "{}", err.message);
+        assert!(
+            err.message.contains("localhost resolves to")
+                && err.message.contains("loopback")
+                && err.message.contains("allow_private_endpoints"),
+            "{}",
+            err.message
+        );
+    }
 }

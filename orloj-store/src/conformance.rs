@@ -22,8 +22,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use orloj_core::{
-    ClaimRequest, ErrorKind, Kind, LabelSelector, ListOptions, ManualClock, Object, Result, Store,
-    WatchEvent, WatchEventType,
+    ClaimRequest, Clock, ErrorKind, Kind, LabelSelector, ListOptions, ManualClock, Object, Result,
+    Store, WatchEvent, WatchEventType, task_queue,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -84,6 +84,7 @@ macro_rules! store_conformance_tests {
             claim_matches_requirements,
             claim_oldest_first,
             lease_expiry_takeover,
+            status_written_lease_decides_takeover,
             renew_by_owner_only,
             release_makes_claimable,
             concurrent_claimers_never_share,
@@ -995,6 +996,60 @@ pub async fn lease_expiry_takeover(store: DynStore, clock: Arc<ManualClock>) {
         ErrorKind::Conflict
     );
     assert_eq!(store.get(Kind::Task, "ns", "t").await.expect("get"), taken);
+}
+
+/// A lease written through `update_status` (a crashed worker's record, or the load tool's
+/// fault injection) is what claims check: valid → nobody claims the task, even the worker it is
+/// assigned to; expired → any fitting worker takes it over although it is assigned elsewhere.
+pub async fn status_written_lease_decides_takeover(store: DynStore, clock: Arc<ManualClock>) {
+    let created = store.create(task("ns", "t")).await.expect("create");
+    let now = clock.now();
+    let at = |secs: i64| task_queue::format_time(now + chrono::Duration::seconds(secs));
+    let running = |lease: String| {
+        json!({
+            "phase": "Running", "attempts": 1, "claimedBy": "dead", "assignedWorker": "dead",
+            "leaseUntil": lease, "lastHeartbeat": at(-30),
+            "history": [{"type": "failure_injection", "worker": "dead"}]
+        })
+    };
+    let held = store
+        .update_status(
+            Kind::Task,
+            "ns",
+            "t",
+            Some(&created.metadata.resource_version),
+            running(at(15)),
+        )
+        .await
+        .expect("status");
+    assert!(claim(&store, "w").await.is_none(), "lease still valid");
+    assert!(
+        claim(&store, "dead").await.is_none(),
+        "holder does not re-claim a valid lease"
+    );
+    store
+        .update_status(
+            Kind::Task,
+            "ns",
+            "t",
+            Some(&held.metadata.resource_version),
+            running(at(-15)),
+        )
+        .await
+        .expect("status");
+    let taken = claim(&store, "w")
+        .await
+        .expect("takeover of an expired lease");
+    assert_eq!(taken.status["claimedBy"], json!("w"));
+    assert_eq!(taken.status["assignedWorker"], json!("w"));
+    assert_eq!(taken.status["attempts"], json!(1));
+    let types: Vec<&str> = taken.status["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["type"].as_str())
+        .collect();
+    assert_eq!(types, vec!["failure_injection", "takeover"]);
 }
 
 /// Only the holder renews; renewal extends the lease and keeps the task from being taken.

@@ -40,11 +40,16 @@
 //! # }
 //! ```
 
+pub mod auth_memory;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
+pub mod sealed;
 pub mod versioning;
 
+pub use auth_memory::MemoryAuthStore;
 pub use memory::MemoryStore;
+pub use postgres::auth::PostgresAuthStore;
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use sealed::{SealedStore, SecretKey};

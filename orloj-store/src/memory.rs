@@ -2,6 +2,7 @@
 
 use crate::versioning;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use orloj_core::task_queue;
@@ -25,6 +26,17 @@ struct Entry {
     object: Object,
     /// Revision of the last write, used to claim the least recently touched task first.
     touched: u64,
+    /// For tasks, [`task_queue::claimable_from`] as of the last write: claim scans run on
+    /// every worker poll and must not re-read every task's JSON.
+    claimable_from: Option<Option<DateTime<Utc>>>,
+}
+
+impl Entry {
+    /// [`task_queue::is_claimable`], from the cached hint.
+    fn claimable(&self, now: DateTime<Utc>) -> bool {
+        self.claimable_from
+            .is_some_and(|from| from.is_none_or(|t| t <= now))
+    }
 }
 
 struct State {
@@ -91,6 +103,11 @@ impl MemoryStore {
             state.objects.insert(
                 key,
                 Entry {
+                    claimable_from: if object.kind == Kind::Task {
+                        task_queue::claimable_from(&object)
+                    } else {
+                        None
+                    },
                     object: object.clone(),
                     touched: revision,
                 },
@@ -311,7 +328,7 @@ impl Store for MemoryStore {
             .iter()
             .filter(|((k, _), e)| {
                 *k == Kind::Task
-                    && task_queue::is_claimable(&e.object, now)
+                    && e.claimable(now)
                     && task_queue::matches_worker(&e.object, request)
             })
             .min_by_key(|(_, e)| e.touched)

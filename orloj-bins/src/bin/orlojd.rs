@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(args.effective_log_level(), args.log_format);
+    telemetry::init(args.effective_log_level(), args.log.log_format);
     match daemon::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -109,6 +109,12 @@ pub enum Command {
     Top(TopArgs),
     /// Draw the agent graph of an AgentSystem or of a task's system, in ASCII.
     Graph(GraphArgs),
+    /// Log in (`auth login`) or show the caller (`auth whoami`).
+    #[command(subcommand)]
+    Auth(super::auth::AuthCommand),
+    /// Manage users of native auth (admin).
+    #[command(subcommand)]
+    Admin(super::auth::AdminCommand),
 }
 
 /// `run` flags.
@@ -371,6 +377,14 @@ pub enum CreateCommand {
         /// A `key=value` pair; repeat for more.
         #[arg(long = "from-literal", value_name = "KEY=VALUE", required = true)]
         from_literal: Vec<String>,
+    },
+    /// Create an API token (admin); prints it once.
+    Token {
+        /// Token name.
+        name: String,
+        /// Role: admin, writer, reader or controller.
+        #[arg(long, default_value = "reader")]
+        role: String,
     },
 }
 

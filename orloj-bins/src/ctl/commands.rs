@@ -18,10 +18,10 @@ use std::path::PathBuf;
 
 /// Everything a command needs besides its own flags.
 pub(super) struct Ctx {
-    conn: Connection,
+    pub(super) conn: Connection,
     pub(super) namespace: Option<String>,
-    config: CtlConfig,
-    config_path: Option<PathBuf>,
+    pub(super) config: CtlConfig,
+    pub(super) config_path: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -43,7 +43,7 @@ impl Ctx {
         orloj_core::split_ref(name, self.item_namespace())
     }
 
-    fn config_path(&self) -> Result<&PathBuf> {
+    pub(super) fn config_path(&self) -> Result<&PathBuf> {
         self.config_path.as_ref().ok_or_else(|| {
             anyhow!("cannot find a user config directory (set HOME or ORLOJCTL_CONFIG)")
         })
@@ -96,6 +96,11 @@ pub(super) async fn run(cli: Cli) -> Result<u8> {
         Command::Create(CreateCommand::Secret { name, from_literal }) => {
             create_secret(&ctx, &name, &from_literal).await
         }
+        Command::Create(CreateCommand::Token { name, role }) => {
+            super::auth::create_token(&ctx, &name, &role).await
+        }
+        Command::Auth(c) => super::auth::auth(&ctx, c).await,
+        Command::Admin(c) => super::auth::admin(&ctx, c).await,
         Command::Wait(a) => wait(&ctx, &a).await,
         Command::Events(a) => events(&ctx, &a).await,
         Command::Logs(a) => logs(&ctx, &a).await,
@@ -372,6 +377,9 @@ async fn diff(ctx: &Ctx, args: &DiffArgs) -> Result<u8> {
 // get / describe / delete / edit / create
 
 async fn get(ctx: &Ctx, args: &GetArgs) -> Result<u8> {
+    if matches!(args.resource.as_str(), "tokens" | "token") {
+        return super::auth::get_tokens(ctx, args.output).await;
+    }
     let kind = parse_kind(&args.resource)?;
     if args.watch {
         return watch(ctx, kind, args).await;
@@ -549,6 +557,9 @@ fn describe_text(kind: Kind, obj: &Value) -> String {
 }
 
 async fn delete(ctx: &Ctx, args: &RefArgs) -> Result<u8> {
+    if matches!(args.resource.as_str(), "tokens" | "token") {
+        return super::auth::delete_token(ctx, &args.name).await;
+    }
     let kind = parse_kind(&args.resource)?;
     let (ns, name) = ctx.scoped(&args.name);
     ctx.client()?

@@ -123,7 +123,7 @@ pub struct Planned {
 /// What `apply`/`diff` will work on.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Objects to send, in file order.
+    /// Objects to send, in file order, runnable tasks last.
     pub objects: Vec<Planned>,
     /// Runnable tasks left out of a directory apply (use `--run`).
     pub skipped: Vec<Planned>,
@@ -154,6 +154,8 @@ pub fn plan(path: &Path, namespace: Option<&str>, include_runnable: bool) -> Res
             Err(e) => plan.errors.push(e),
         }
     }
+    // Runnable tasks go last, so a worker claiming one at once finds what it references.
+    plan.objects.sort_by_key(|p| is_runnable_task(&p.object));
     Ok(plan)
 }
 
@@ -267,6 +269,24 @@ mod tests {
 
     fn obj(v: Value) -> Object {
         Object::from_value(v).expect("object")
+    }
+
+    #[test]
+    fn runnable_tasks_are_applied_after_what_they_reference() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            d.path().join("a-task.yaml"),
+            "apiVersion: orloj.dev/v1\nkind: Task\nmetadata: {name: t}\nspec: {system: s}\n",
+        )
+        .expect("write");
+        std::fs::write(
+            d.path().join("b-tool.yaml"),
+            "apiVersion: orloj.dev/v1\nkind: Tool\nmetadata: {name: search}\nspec: {type: http, endpoint: \"https://example.com\"}\n",
+        )
+        .expect("write");
+        let plan = plan(d.path(), None, true).expect("plan");
+        let kinds: Vec<Kind> = plan.objects.iter().map(|p| p.object.kind).collect();
+        assert_eq!(kinds, [Kind::Tool, Kind::Task]);
     }
 
     #[test]

@@ -21,6 +21,7 @@ macro_rules! outln {
     };
 }
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 mod commands;

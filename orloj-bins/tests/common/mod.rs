@@ -1,6 +1,8 @@
 //! Test harness: real `orlojd` processes and `orlojctl` invocations.
 #![allow(dead_code)]
 
+pub mod chart;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -227,4 +229,154 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+impl Orlojd {
+    /// Starts orlojd with extra args and environment variables, and waits for /healthz.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Orlojd {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("orlojd.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_orlojd"))
+            .args([
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "text",
+            ])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("orlojd starts");
+        let mut d = Orlojd {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log_path,
+            _dir: dir,
+        };
+        d.wait_healthy();
+        d
+    }
+}
+
+/// Runs orlojctl against `server` with the given environment (e.g. `ORLOJCTL_CONFIG` pointing
+/// at a test's own config file); token variables are cleared unless given.
+pub fn ctl_env(server: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orlojctl"))
+        .args(["--server", server])
+        .args(args)
+        .env("ORLOJCTL_CONFIG", "/nonexistent/orlojctl-test-config.json")
+        .env_remove("ORLOJ_API_TOKEN")
+        .env_remove("ORLOJCTL_API_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("orlojctl runs")
+}
+
+/// The NATS URL of the test nats-server, or None (skip) when TEST_NATS_URL is unset. Under CI
+/// the variable must be set.
+pub fn nats_url() -> Option<String> {
+    match std::env::var("TEST_NATS_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but TEST_NATS_URL is not: NATS tests must not be skipped in CI"
+            );
+            eprintln!("skipping: TEST_NATS_URL is unset (source .ci/services.sh to run this)");
+            None
+        }
+    }
+}
+
+/// A running `orlojworker`, killed on drop; its stderr goes to a log file.
+pub struct Orlojworker {
+    child: Child,
+    /// Its worker id.
+    pub id: String,
+    /// Base URL of its /healthz listener.
+    pub healthz: String,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Orlojworker {
+    /// Starts orlojworker `id` with extra args and waits for its /healthz.
+    pub fn start(id: &str, extra: &[&str]) -> Orlojworker {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("orlojworker.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_orlojworker"))
+            .args([
+                "--worker-id",
+                id,
+                "--healthz-addr",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "text",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("orlojworker starts");
+        let mut w = Orlojworker {
+            child,
+            id: id.to_string(),
+            healthz: format!("http://127.0.0.1:{port}"),
+            log_path,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                panic!("orlojworker {id} exited early ({status}):\n{}", w.log());
+            }
+            if http_get(&w.healthz, "/healthz")
+                .is_some_and(|(code, body)| code == 200 && body == "ok")
+            {
+                return w;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("orlojworker {id} did not become healthy:\n{}", w.log());
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no drain, no release, its leases stay until they expire.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "orlojworker ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Orlojworker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -10,6 +10,7 @@
 //! 404/405/413), request timeout (watches exempt), `Content-Type` check on writes (415), body
 //! limit (413).
 
+pub mod auth;
 mod compat;
 mod error;
 mod handlers;
@@ -126,6 +127,8 @@ pub struct ApiState {
     pub config: Arc<ApiConfig>,
     /// The process's memory backends behind `/v1/memories/{name}/entries` (none → empty).
     pub memory: Option<Arc<crate::memory::MemoryRegistry>>,
+    /// Authentication and limits (spec §6); None serves without auth, as before auth existed.
+    pub auth: Option<Arc<auth::AuthState>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -145,7 +148,18 @@ impl ApiState {
             clock,
             config: Arc::new(ApiConfig::default()),
             memory: None,
+            auth: None,
         }
+    }
+
+    /// Enforces auth per `config` with users, sessions and tokens in `store`.
+    pub fn with_auth(
+        mut self,
+        config: auth::AuthConfig,
+        store: Arc<dyn orloj_core::auth::AuthStore>,
+    ) -> Self {
+        self.auth = Some(Arc::new(auth::AuthState::new(config, store)));
+        self
     }
 
     /// Serves memory entries from `registry` (share it with the worker's memory tools).
@@ -167,30 +181,44 @@ impl ApiState {
     }
 }
 
-/// Builds the API router over `state`, with every middleware of spec §3.1 that the API owns
-/// (auth, CORS and rate limiting are left to the embedder as extra layers).
+/// Builds the API router over `state`, with every middleware of spec §3.1; auth, CORS and
+/// rate limits are on when the state carries an auth config ([`ApiState::with_auth`]).
 pub fn router(state: ApiState) -> Router {
     let mut by_path: BTreeMap<String, MethodRouter<ApiState>> = BTreeMap::new();
     for route in routes::routes() {
         let method_router = by_path.remove(&route.path).unwrap_or_default();
         by_path.insert(route.path.clone(), routes::attach(method_router, &route));
     }
-    let mut app = Router::new();
+    let mut app = Router::new().merge(auth::routes());
     for (path, method_router) in by_path {
         app = app.route(&path, method_router);
     }
     let max_body = state.config.max_body_bytes;
-    app.fallback(unknown_route)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(check_content_type))
+    // Spec §3.1 order (outermost first): timeout, CORS, global limit, body limit,
+    // Content-Type, auth (the global limit runs inside the auth layer).
+    let mut app = app
+        .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            enforce_timeout,
+            auth::authorize,
         ))
-        .layer(middleware::map_response(json_errors))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(check_content_type));
+    if let Some(cors) = state
+        .auth
+        .as_ref()
+        .and_then(|a| auth::cors_layer(&a.config.cors_allowed_origins))
+    {
+        app = app.layer(cors);
+    }
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        enforce_timeout,
+    ))
+    .layer(middleware::map_response(json_errors))
+    .layer(PropagateRequestIdLayer::x_request_id())
+    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    .with_state(state)
 }
 
 async fn unknown_route(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -90,6 +90,32 @@ pub fn openapi_document(config: &ApiConfig) -> Value {
             item.insert(route.method.as_str().to_lowercase(), operation(&route));
         }
     }
+    for (path, method, summary) in super::auth::openapi_paths() {
+        let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        if let Some(item) = item.as_object_mut() {
+            let id = format!(
+                "{method}_{}",
+                path.split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.trim_matches(|c| c == '{' || c == '}'))
+                    .collect::<Vec<_>>()
+                    .join("_")
+                    .replace(['-', '.'], "_")
+            );
+            item.insert(
+                method.to_string(),
+                json!({
+                    "operationId": id,
+                    "summary": summary,
+                    "tags": ["auth"],
+                    "responses": {
+                        "200": {"description": "OK"},
+                        "default": {"description": "Error", "content": json_content(schema_ref("Error"))}
+                    }
+                }),
+            );
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {

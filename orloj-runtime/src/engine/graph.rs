@@ -508,6 +508,21 @@ impl<'a> GraphRun<'a> {
         )
     }
 
+    /// The last event of `agent`'s latest run: remembered by this run, else read back from the
+    /// recorded output (a run resumed by another worker, or one message per run).
+    fn previous_last_event(&self, status: &TaskStatus, agent: &str) -> Option<String> {
+        if let Some(last) = self.last_events.get(&agent.to_lowercase()) {
+            return Some(last.clone());
+        }
+        (1..=self.runs(status)).rev().find_map(|i| {
+            let name = status.output.get(&format!("agent.{i}.name"))?;
+            if !name.eq_ignore_ascii_case(agent) {
+                return None;
+            }
+            status.output.get(&format!("agent.{i}.last_event")).cloned()
+        })
+    }
+
     /// Agent runs recorded so far in this attempt.
     pub fn runs(&self, status: &TaskStatus) -> usize {
         status
@@ -764,8 +779,8 @@ impl<'a> GraphRun<'a> {
                 msg.parent_branch_id.clone(),
             );
             inputs.insert("previous_agent".into(), msg.from_agent.clone());
-            if let Some(last) = self.last_events.get(&msg.from_agent.to_lowercase()) {
-                inputs.insert("previous_agent_last_event".into(), last.clone());
+            if let Some(last) = self.previous_last_event(status, &msg.from_agent) {
+                inputs.insert("previous_agent_last_event".into(), last);
             }
         }
         inputs.extend(join_inputs);

@@ -67,6 +67,10 @@ pub(crate) async fn send_json(
     request: reqwest::RequestBuilder,
 ) -> Result<Value> {
     let transport = |e: reqwest::Error| {
+        // A refused address is a configuration problem, not worth retrying.
+        if let Some(blocked) = crate::outbound::blocked_cause(&e) {
+            return Error::invalid(format!("{provider} model request refused: {blocked}"));
+        }
         Error::unavailable(format!(
             "{provider} model request failed: {}",
             error_chain(&e)

@@ -1,8 +1,9 @@
 //! [`StoreModelRouter`]: resolves a `model_ref` to a ModelEndpoint in the store and a cached
 //! provider client (spec runtime §7.1).
 
-use super::http::{HttpSettings, default_http_client};
+use super::http::HttpSettings;
 use super::{AnthropicModel, AzureOpenAiModel, MockModel, OllamaModel, OpenAiModel};
+use crate::outbound::{OutboundGuard, guarded_client};
 use crate::tools::secrets::{
     ChainSecretResolver, EnvLookup, EnvSecretResolver, SecretError, SecretResolver,
     StoreSecretResolver,
@@ -16,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::tools::secrets::DEFAULT_SECRET_ENV_PREFIX;
+
+/// How a user allows a ModelEndpoint to reach a non-public address.
+const MODEL_OPT_IN: &str = "set spec.allowPrivate: true on the ModelEndpoint";
 
 /// Folds a provider name or alias to its canonical id (`openai`, `azure-openai`, `anthropic`,
 /// `ollama`, `mock`); `None` when unsupported. An empty provider means `openai`.
@@ -34,10 +38,16 @@ pub fn canonical_model_provider(provider: &str) -> Option<&'static str> {
 /// and rebuilt when the endpoint's `resourceVersion` changes; API keys come from
 /// `spec.auth.secretRef` through a [`SecretResolver`] (normally the Secret store, then the
 /// environment).
+///
+/// Outbound safety ([`crate::outbound`]): a `base_url` whose host is a non-public IP literal is
+/// refused unless the endpoint sets `allowPrivate` (default true for `ollama`). Routers built
+/// by [`with_env`](Self::with_env) also check resolved host names at connect time.
 pub struct StoreModelRouter {
     store: Arc<dyn Store>,
     secrets: Arc<dyn SecretResolver>,
     http: HttpSettings,
+    /// Used for endpoints with `allowPrivate`.
+    private_http: HttpSettings,
     cache: Mutex<HashMap<String, (String, ResolvedModel)>>,
 }
 
@@ -50,7 +60,10 @@ impl std::fmt::Debug for StoreModelRouter {
 }
 
 impl StoreModelRouter {
-    /// A router over `store` resolving keys with `secrets` and calling providers with `http`.
+    /// A router over `store` resolving keys with `secrets` and calling providers with `http`
+    /// (for every endpoint: build its client with [`crate::outbound::guarded_client`] and use
+    /// [`with_private_http`](Self::with_private_http) to have host names checked when they
+    /// resolve).
     pub fn new(
         store: Arc<dyn Store>,
         secrets: Arc<dyn SecretResolver>,
@@ -59,6 +72,7 @@ impl StoreModelRouter {
         Self {
             store,
             secrets,
+            private_http: http.clone(),
             http,
             cache: Mutex::new(HashMap::new()),
         }
@@ -76,11 +90,21 @@ impl StoreModelRouter {
             Arc::new(StoreSecretResolver::new(store.clone())),
             Arc::new(EnvSecretResolver::new(prefix, lookup)),
         ]);
-        Ok(Self::new(
-            store,
-            Arc::new(secrets),
-            HttpSettings::new(default_http_client()?),
-        ))
+        let client = |allow: bool| {
+            guarded_client(OutboundGuard::new(allow, MODEL_OPT_IN))
+                .map_err(|e| Error::internal(format!("building the model HTTP client: {e}")))
+        };
+        Ok(
+            Self::new(store, Arc::new(secrets), HttpSettings::new(client(false)?))
+                .with_private_http(HttpSettings::new(client(true)?)),
+        )
+    }
+
+    /// The same router calling endpoints that set `allowPrivate` with `http` (the settings
+    /// given to [`new`](Self::new) serve the others).
+    pub fn with_private_http(mut self, http: HttpSettings) -> Self {
+        self.private_http = http;
+        self
     }
 
     /// [`StoreModelRouter::with_env`] over the process environment and the `ORLOJ_SECRET_`
@@ -96,6 +120,7 @@ impl StoreModelRouter {
     /// The same router with another per-request timeout (clients built from now on use it).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.http.timeout = timeout;
+        self.private_http.timeout = timeout;
         self
     }
 
@@ -124,20 +149,35 @@ impl StoreModelRouter {
             }
             (url, _) => url.to_string(),
         };
+        let allow_private = spec.allow_private.unwrap_or(provider == "ollama");
+        if provider != "mock" {
+            OutboundGuard::new(allow_private, MODEL_OPT_IN)
+                .check_url(&base_url)
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "model endpoint {endpoint:?}: base_url {base_url:?}: {e}"
+                    ))
+                })?;
+        }
+        let http = if allow_private {
+            &self.private_http
+        } else {
+            &self.http
+        };
         let client: Arc<dyn ModelClient> = match provider {
             "mock" => Arc::new(MockModel::new()),
-            "ollama" => Arc::new(OllamaModel::new(self.http.clone(), base_url)),
+            "ollama" => Arc::new(OllamaModel::new(http.clone(), base_url)),
             _ => {
                 let key = self.api_key(endpoint, namespace, &spec).await?;
                 match provider {
-                    "openai" => Arc::new(OpenAiModel::new(self.http.clone(), base_url, key)),
+                    "openai" => Arc::new(OpenAiModel::new(http.clone(), base_url, key)),
                     "azure-openai" => {
                         let deployment = match option("deployment") {
                             d if d.is_empty() => spec.default_model.clone(),
                             d => d,
                         };
                         Arc::new(AzureOpenAiModel::new(
-                            self.http.clone(),
+                            http.clone(),
                             base_url,
                             key,
                             deployment,
@@ -145,7 +185,7 @@ impl StoreModelRouter {
                         ))
                     }
                     _ => {
-                        let mut model = AnthropicModel::new(self.http.clone(), base_url, key)
+                        let mut model = AnthropicModel::new(http.clone(), base_url, key)
                             .with_version(option("anthropic_version"));
                         let max_tokens = option("max_tokens");
                         if !max_tokens.is_empty() {

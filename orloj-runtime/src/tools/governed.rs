@@ -6,9 +6,9 @@ use super::auth::AuthInjector;
 use super::container::{ContainerConfig, ContainerToolExecutor};
 use super::external::{ExternalToolExecutor, WebhookCallbackToolExecutor};
 use super::http::HttpToolExecutor;
-use super::safety::tool_error;
+use super::safety::{tool_error, tool_guard};
 use super::secrets::SecretResolver;
-use super::{default_http_client, tool_spec};
+use super::tool_spec;
 use async_trait::async_trait;
 use orloj_core::Clock;
 use orloj_core::resources::{ToolRetry, ToolSpec, parse_duration};
@@ -158,7 +158,8 @@ pub struct ToolRuntimeConfig {
     /// The process-wide isolation backend for non-`none` modes (`--tool-isolation-backend
     /// container`); `None` makes those tools fail with `isolation_unavailable`.
     pub container: Option<ContainerConfig>,
-    /// Allow literal private-IP endpoints for HTTP-based backends.
+    /// Allow HTTP-based backends to reach non-public addresses (loopback, private networks,
+    /// CGNAT, link-local); cloud metadata stays refused. See [`crate::outbound`].
     pub allow_private_endpoints: bool,
 }
 
@@ -191,15 +192,22 @@ impl GovernedToolRuntime {
 
     /// The stock wiring: HTTP, external and webhook-callback executors sharing one client and
     /// one [`AuthInjector`] (secrets from `secrets`, OAuth2 token expiry timed by `clock`),
-    /// plus the container backend when configured.
+    /// plus the container backend when configured. The client is guarded
+    /// ([`crate::outbound`]): host names resolving to non-public addresses are refused unless
+    /// `config.allow_private_endpoints`.
     pub fn standard(
         config: ToolRuntimeConfig,
         secrets: Arc<dyn SecretResolver>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ToolError> {
-        let client = default_http_client()?;
-        let auth = Arc::new(AuthInjector::new(secrets, client.clone(), clock));
         let private = config.allow_private_endpoints;
+        let client = crate::outbound::guarded_client(tool_guard(private)).map_err(|e| {
+            tool_error(
+                ToolErrorCode::RuntimePolicyInvalid,
+                format!("building the tool HTTP client: {e}"),
+            )
+        })?;
+        let auth = Arc::new(AuthInjector::new(secrets, client.clone(), clock));
         let http =
             HttpToolExecutor::new(client.clone(), auth.clone()).allow_private_endpoints(private);
         let mut runtime = Self::new(Arc::new(http))

@@ -25,8 +25,9 @@ pub struct HttpToolExecutor {
 }
 
 impl HttpToolExecutor {
-    /// An executor using `client` and resolving credentials with `auth`. Private and loopback
-    /// literal-IP endpoints are refused (see [`Self::allow_private_endpoints`]).
+    /// An executor using `client` and resolving credentials with `auth`. Non-public
+    /// literal-IP endpoints are refused (see [`Self::allow_private_endpoints`]); build `client`
+    /// with [`crate::outbound::guarded_client`] to have host names checked where they resolve.
     pub fn new(client: reqwest::Client, auth: Arc<AuthInjector>) -> Self {
         Self {
             client,
@@ -35,8 +36,8 @@ impl HttpToolExecutor {
         }
     }
 
-    /// Allows literal private IP endpoints (10/8, 172.16/12, 192.168/16, fc00::/7); loopback,
-    /// link-local and metadata addresses stay blocked.
+    /// Allows literal non-public IP endpoints (loopback, private networks, CGNAT,
+    /// link-local); cloud metadata addresses stay blocked.
     pub fn allow_private_endpoints(mut self, allow: bool) -> Self {
         self.allow_private_endpoints = allow;
         self

@@ -1,6 +1,7 @@
 //! Safety helpers shared by the executors (spec runtime §9.2, §9.3, §9.7): secret redaction,
 //! the endpoint guard, HTTP status mapping and the contract-response unwrap.
 
+use crate::outbound::OutboundGuard;
 use orloj_core::tool::{ToolError, ToolErrorCode};
 use serde_json::Value;
 use std::net::IpAddr;
@@ -54,9 +55,20 @@ pub fn tool_error(code: ToolErrorCode, message: impl Into<String>) -> ToolError 
     ToolError::new(code, message)
 }
 
-/// Checks a tool endpoint (spec §9.7): scheme http, https, grpc, grpcs or none; literal IPs
-/// that are loopback, link-local, cloud metadata, unspecified or (unless `allow_private`)
-/// private are rejected with `runtime_policy_invalid`. Host names are not resolved.
+/// How an operator allows tools to reach non-public addresses.
+pub const TOOL_OPT_IN: &str =
+    "start the tool runtime with allow_private_endpoints (ToolRuntimeConfig)";
+
+/// The outbound guard of tool calls (see [`crate::outbound`]): public addresses only, or
+/// every address but cloud metadata when the runtime allows private endpoints.
+pub fn tool_guard(allow_private: bool) -> OutboundGuard {
+    OutboundGuard::new(allow_private, TOOL_OPT_IN)
+}
+
+/// Checks a tool endpoint (spec §9.7): scheme http, https, grpc, grpcs or none; a literal IP
+/// host that [`tool_guard`] refuses (loopback, link-local, metadata, unspecified, CGNAT,
+/// private, reserved; only metadata when `allow_private`) is `runtime_policy_invalid`. Host
+/// names are checked where they resolve, by the runtime's guarded client.
 pub fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<(), ToolError> {
     let endpoint = endpoint.trim();
     let invalid = |why: String| tool_error(ToolErrorCode::RuntimePolicyInvalid, why);
@@ -85,37 +97,20 @@ pub fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<(), ToolErr
     let Ok(ip) = host.parse::<IpAddr>() else {
         return Ok(());
     };
-    let blocked = match ip {
-        IpAddr::V4(v4) => {
-            if v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() {
-                Some("loopback, link-local or unspecified")
-            } else if !allow_private && v4.is_private() {
-                Some("private")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            let seg0 = v6.segments()[0];
-            if v6.is_loopback()
-                || v6.is_unspecified()
-                || (seg0 & 0xffc0) == 0xfe80
-                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-            {
-                Some("loopback, link-local, metadata or unspecified")
-            } else if !allow_private && (seg0 & 0xfe00) == 0xfc00 {
-                Some("private")
-            } else {
-                None
-            }
-        }
-    };
-    match blocked {
-        Some(class) => Err(invalid(format!(
-            "tool endpoint {endpoint:?} is blocked: {ip} is a {class} address"
-        ))),
-        None => Ok(()),
-    }
+    tool_guard(allow_private)
+        .check_ip(host, ip)
+        .map_err(|blocked| invalid(format!("tool endpoint {endpoint:?} is blocked: {blocked}")))
+}
+
+/// A [`ToolError`] for a request the outbound guard refused at connect time, if that is why
+/// `err` failed.
+pub fn blocked_error(tool: &str, err: &reqwest::Error) -> Option<ToolError> {
+    crate::outbound::blocked_cause(err).map(|blocked| {
+        tool_error(
+            ToolErrorCode::RuntimePolicyInvalid,
+            format!("tool {tool:?} endpoint is blocked: {blocked}"),
+        )
+    })
 }
 
 /// Maps an HTTP error status (≥ 400) to the taxonomy (spec §9.3): 401 → `auth_invalid`,
@@ -144,6 +139,9 @@ pub fn http_status_error(tool: &str, status: u16, body: &str) -> ToolError {
 /// Maps a reqwest transport error: timeouts → `timeout`, the rest → retryable
 /// `execution_failed` (message redacted).
 pub fn transport_error(tool: &str, err: &reqwest::Error) -> ToolError {
+    if let Some(blocked) = blocked_error(tool, err) {
+        return blocked;
+    }
     if err.is_timeout() {
         return tool_error(
             ToolErrorCode::Timeout,
@@ -269,6 +267,9 @@ mod tests {
             "http://[::1]:9/",
             "http://0.0.0.0/",
             "http://192.168.1.2/",
+            "http://100.64.0.7/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[fd00:ec2::254]/",
             "ftp://example.com/",
             "",
         ] {

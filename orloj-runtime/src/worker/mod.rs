@@ -1,6 +1,10 @@
 //! The task worker (spec runtime §2, §4): registers and heartbeats its `Worker` resource,
-//! claims tasks under a lease, renews the lease while running them, runs the agent graph in
-//! process (sequential mode) and writes the terminal status with compare-and-swap. Governance
+//! claims tasks under a lease, renews the lease while running them, runs the agent graph and
+//! writes the terminal status with compare-and-swap. In sequential mode the claiming worker
+//! walks the graph in process; in message-driven mode ([`Worker::with_message_bus`]) it records
+//! and publishes the kickoff and consumers run each agent step (see the `messages` module).
+//! Either way every completed step is persisted before the next one starts, so a worker taking
+//! over an expired lease continues after the last completed step. Governance
 //! (§8) is applied per task run: matched AgentPolicies and a role/permission authorizer wrapped
 //! around the tool executor; before each claim an approval sweep resumes or fails tasks waiting
 //! for a ToolApproval.
@@ -22,14 +26,16 @@
 
 use crate::engine::agent_turn::{AgentRunner, humanize};
 use crate::engine::failure::{FailureOutcome, decide};
-use crate::engine::graph::{GraphRun, StepFailure, prepare, run_sequential};
+use crate::engine::graph::{GraphRun, Plan, StepFailure, prepare};
 use crate::events::{Event, EventBus};
 use crate::governance::approval::{self, ApprovalState};
-use crate::governance::authorizer::AuthorizedExecutor;
+use crate::governance::authorizer::{AuthorizedExecutor, RoleAuthorizer};
+use crate::governance::policy::PolicySet;
 use orloj_core::clock::Clock;
 use orloj_core::model::ModelRouter;
 use orloj_core::resources::{
-    self, TaskHistoryEvent, TaskSpec, TaskStatus, WorkerCapabilities, WorkerSpec, parse_duration,
+    self, TaskHistoryEvent, TaskSpec, TaskStatus, ToolApprovalSpec, WorkerCapabilities, WorkerSpec,
+    parse_duration,
 };
 use orloj_core::task_queue::{MAX_HISTORY, format_time};
 use orloj_core::tool::ToolExecutor;
@@ -42,10 +48,26 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+mod messages;
+
+pub use messages::MessageConfig;
+
+/// How a claimed task's agent graph is executed (`--task-execution-mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutionMode {
+    /// The claiming worker walks the whole graph in process.
+    #[default]
+    Sequential,
+    /// Agents hand work to each other over the agent message bus.
+    MessageDriven,
+}
+
 /// Trace entries kept on a task.
 pub const MAX_TRACE: usize = 500;
 /// Message records kept on a task.
 pub const MAX_MESSAGES: usize = 500;
+/// Reason used internally when the lease was lost mid-run (nothing more is written).
+const LEASE_LOST: &str = "task lease lost to another worker";
 /// Compare-and-swap attempts for one status write.
 const CAS_ATTEMPTS: usize = 8;
 
@@ -72,6 +94,8 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// Only claim tasks of this namespace, when set.
     pub namespace: Option<String>,
+    /// Sequential or message-driven execution.
+    pub execution_mode: ExecutionMode,
 }
 
 impl Default for WorkerConfig {
@@ -87,6 +111,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             namespace: None,
+            execution_mode: ExecutionMode::Sequential,
         }
     }
 }
@@ -101,6 +126,7 @@ pub struct Worker {
     runner: AgentRunner,
     events: Option<Arc<dyn EventBus>>,
     held: Arc<Mutex<HashSet<(String, String)>>>,
+    messages: Option<messages::MessageRuntime>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -138,6 +164,7 @@ impl Worker {
             runner,
             events: None,
             held: Arc::new(Mutex::new(HashSet::new())),
+            messages: None,
         }
     }
 
@@ -363,6 +390,9 @@ impl Worker {
     }
 
     async fn run_held(&self, task: Object) -> Result<TaskResult> {
+        if self.config.execution_mode == ExecutionMode::MessageDriven {
+            return self.kickoff_held(task).await;
+        }
         let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
         let outcome = {
             let work = self.run_graph(&task, &mut status);
@@ -375,7 +405,7 @@ impl Worker {
                 _ = &mut renew => unreachable!("lease renewal never completes"),
             }
         };
-        self.finalize(&task, status, outcome).await
+        self.finalize(&task, status, outcome, None).await
     }
 
     /// Renews the lease every heartbeat interval; stops renewing (and pends) on failure.
@@ -401,11 +431,9 @@ impl Worker {
         std::future::pending::<()>().await;
     }
 
-    async fn run_graph(
-        &self,
-        task: &Object,
-        status: &mut TaskStatus,
-    ) -> std::result::Result<(), StepFailure> {
+    /// Resolves everything a run of `task` needs: spec, validated plan, matched policies and
+    /// the governed agent runner.
+    async fn prepare_run(&self, task: &Object) -> std::result::Result<Prepared, StepFailure> {
         let plain = |reason: String| StepFailure {
             reason,
             approval_pending: false,
@@ -426,41 +454,108 @@ impl Worker {
                 self.runner.tools(),
                 authorizer.clone(),
             )));
+        Ok(Prepared {
+            spec,
+            plan,
+            policies,
+            authorizer,
+            runner,
+        })
+    }
+
+    /// Persists an approval request before the task says it waits for one.
+    async fn record_approval(
+        &self,
+        task: &Object,
+        authorizer: &RoleAuthorizer,
+        failure: StepFailure,
+    ) -> StepFailure {
+        let plain = |reason: String| StepFailure {
+            reason,
+            approval_pending: false,
+        };
+        let Some(pending) = authorizer.take_pending() else {
+            return plain(format!(
+                "{} (no approval request was recorded)",
+                failure.reason
+            ));
+        };
+        match approval::create(
+            self.store.as_ref(),
+            self.clock.as_ref(),
+            task.namespace(),
+            task.name(),
+            &pending,
+        )
+        .await
+        {
+            Ok(_) => failure,
+            Err(e) => plain(format!(
+                "tool approval could not be created (temporary store error): {e}"
+            )),
+        }
+    }
+
+    /// Sequential mode: walks the graph in process, persisting the progress after every step
+    /// so a worker taking the task over continues after the last completed step.
+    async fn run_graph(
+        &self,
+        task: &Object,
+        status: &mut TaskStatus,
+    ) -> std::result::Result<(), StepFailure> {
+        let prepared = self.prepare_run(task).await?;
         let mut run = GraphRun::new(
-            &plan,
+            &prepared.plan,
             task,
-            &spec,
+            &prepared.spec,
             status.attempts,
             &self.config.worker_id,
             self.clock.as_ref(),
         )
-        .with_policies(policies);
-        let result = run_sequential(&mut run, status, &runner).await;
-        match result {
-            Err(f) if f.approval_pending => {
-                // Persist the approval before the task says it waits for one.
-                let Some(pending) = authorizer.take_pending() else {
-                    return Err(plain(format!(
-                        "{} (no approval request was recorded)",
-                        f.reason
-                    )));
-                };
-                match approval::create(
-                    self.store.as_ref(),
-                    self.clock.as_ref(),
-                    task.namespace(),
-                    task.name(),
-                    &pending,
-                )
-                .await
-                {
-                    Ok(_) => Err(f),
-                    Err(e) => Err(plain(format!(
-                        "tool approval could not be created (temporary store error): {e}"
-                    ))),
-                }
+        .with_policies(prepared.policies.clone());
+        run.kickoff(status);
+        let mut result = Ok(());
+        while let Some(index) = run.next_queued(status) {
+            if let Err(f) = run.process(status, index, &prepared.runner).await {
+                result = Err(f);
+                break;
             }
-            other => other,
+            if run.next_queued(status).is_some() && !self.persist_progress(task, status).await {
+                return Err(StepFailure {
+                    reason: LEASE_LOST.into(),
+                    approval_pending: false,
+                });
+            }
+        }
+        match result {
+            Ok(()) => {
+                run.finish(status);
+                Ok(())
+            }
+            Err(f) if f.approval_pending => {
+                Err(self.record_approval(task, &prepared.authorizer, f).await)
+            }
+            Err(f) => Err(f),
+        }
+    }
+
+    /// Writes the engine progress (trace, messages, joins, output) while this worker holds the
+    /// task; false when the lease is gone. A store error is logged and tolerated: the progress
+    /// is written again after the next step.
+    async fn persist_progress(&self, task: &Object, ours: &TaskStatus) -> bool {
+        match self
+            .write_status(task, |s| {
+                merge_progress(s, ours);
+                s.output = ours.output.clone();
+            })
+            .await
+        {
+            Ok(Some(_)) => true,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(task = %task.key(), error = %e, "writing task progress failed");
+                true
+            }
         }
     }
 
@@ -470,19 +565,36 @@ impl Worker {
     /// when everything is approved: `Running` under a fresh lease of this worker. Returns the
     /// resumed tasks, already counted as held; run them with [`Worker::execute_resumed`].
     pub async fn sweep_approvals(&self) -> Result<Vec<Object>> {
-        let list = self
+        // Only tasks with approvals can be waiting for one: list those (few), not every task.
+        let approvals = self
             .store
             .list(
-                Kind::Task,
+                Kind::ToolApproval,
                 &ListOptions {
                     namespace: self.config.namespace.clone(),
                     ..Default::default()
                 },
             )
             .await?;
+        let mut keys: Vec<(String, String)> = approvals
+            .items
+            .iter()
+            .filter_map(|a| {
+                let spec = resources::spec_of::<ToolApprovalSpec>(a).ok()?;
+                let (ns, name) = orloj_core::split_ref(spec.task_ref.trim(), a.namespace());
+                (!name.is_empty()).then(|| (ns.to_string(), name.to_string()))
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
         let me = self.config.worker_id.as_str();
         let mut resumed = Vec::new();
-        for task in list.items {
+        for (ns, name) in keys {
+            let task = match self.store.get(Kind::Task, &ns, &name).await {
+                Ok(task) => task,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let Ok(status) = resources::status_of::<TaskSpec>(&task) else {
                 continue;
             };
@@ -563,7 +675,11 @@ impl Worker {
         task: &Object,
         ours: TaskStatus,
         outcome: std::result::Result<(), StepFailure>,
+        decided: Option<FailureOutcome>,
     ) -> Result<TaskResult> {
+        if matches!(&outcome, Err(f) if f.reason == LEASE_LOST) {
+            return Ok(TaskResult::LeaseLost);
+        }
         let spec: TaskSpec = resources::spec_of(task).unwrap_or_default();
         let now = self.clock.now();
         let now_s = format_time(now);
@@ -617,7 +733,7 @@ impl Worker {
             Err(f) => {
                 let reason = f.reason.clone();
                 let ours = ours.clone();
-                match decide(&reason, attempts, max_attempts, backoff) {
+                match decided.unwrap_or_else(|| decide(&reason, attempts, max_attempts, backoff)) {
                     FailureOutcome::Retry(delay) => {
                         let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
                         let next_s = format_time(next);
@@ -667,7 +783,14 @@ impl Worker {
                 }
             }
         };
-        match self.write_status(task, |s| apply(s)).await? {
+        // Message-driven callers pass the task as they last wrote it; sequential runs renew
+        // the lease meanwhile, so their copy is stale.
+        let written = if self.config.execution_mode == ExecutionMode::MessageDriven {
+            self.write_status_latest(task, |s| apply(s)).await?
+        } else {
+            self.write_status(task, |s| apply(s)).await?
+        };
+        match written {
             Some(written) => {
                 self.publish(&written, &event.event_type, &event.message);
                 self.log(task, log_line).await;
@@ -700,12 +823,42 @@ impl Worker {
         holds: impl Fn(&TaskStatus) -> bool,
         change: impl Fn(&mut TaskStatus),
     ) -> Result<Option<Object>> {
+        self.cas_status(task, false, holds, change).await
+    }
+
+    /// Like [`Self::write_status`], but first tries `task` as the current version (saving a
+    /// read when the caller holds the object it last wrote); re-reads after a conflict.
+    async fn write_status_latest(
+        &self,
+        task: &Object,
+        change: impl Fn(&mut TaskStatus),
+    ) -> Result<Option<Object>> {
+        let me = self.config.worker_id.clone();
+        self.cas_status(
+            task,
+            true,
+            move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
+            change,
+        )
+        .await
+    }
+
+    async fn cas_status(
+        &self,
+        task: &Object,
+        mut trust_given: bool,
+        holds: impl Fn(&TaskStatus) -> bool,
+        change: impl Fn(&mut TaskStatus),
+    ) -> Result<Option<Object>> {
         let mut last = Error::conflict("task status write did not run");
         for attempt in 0..CAS_ATTEMPTS {
-            let fresh = self
-                .store
-                .get(Kind::Task, task.namespace(), task.name())
-                .await?;
+            let fresh = if std::mem::take(&mut trust_given) {
+                task.clone()
+            } else {
+                self.store
+                    .get(Kind::Task, task.namespace(), task.name())
+                    .await?
+            };
             let mut status = resources::status_of::<TaskSpec>(&fresh).unwrap_or_default();
             if !holds(&status) {
                 tracing::warn!(task = %task.key(), "task no longer held; status not written");
@@ -729,7 +882,9 @@ impl Worker {
                 Ok(o) => return Ok(Some(o)),
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     last = e;
-                    tokio::time::sleep(Duration::from_millis(5 * (attempt as u64 + 1))).await;
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -749,13 +904,26 @@ impl Worker {
         let mut poll =
             tokio::time::interval(self.config.poll_interval.max(Duration::from_millis(1)));
         let mut running: JoinSet<()> = JoinSet::new();
+        // The consumer runs inside this future (not spawned) so that dropping the worker's
+        // future stops everything it does, as a killed process would.
+        let consumers = cancel.child_token();
+        let consuming = self.config.execution_mode == ExecutionMode::MessageDriven
+            && self.messages.as_ref().is_some_and(|md| md.config.consume);
+        let (subscribed_tx, subscribed) = tokio::sync::watch::channel(!consuming);
+        let consumer = self
+            .clone()
+            .consume_messages(consumers.clone(), subscribed_tx);
+        tokio::pin!(consumer);
+        let mut consumer_done = !consuming;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = &mut consumer, if !consumer_done => consumer_done = true,
                 _ = heartbeat.tick() => {
                     if let Err(e) = self.heartbeat("Ready").await {
                         tracing::warn!(worker = %self.config.worker_id, error = %e, "worker heartbeat failed");
                     }
+                    self.renew_owned().await;
                     // Approvals are decided at human speed: sweeping on the heartbeat keeps a
                     // full task listing off the claim poll, which is the dispatch hot path.
                     match self.sweep_approvals().await {
@@ -775,7 +943,7 @@ impl Worker {
                         }
                     }
                 }
-                _ = poll.tick() => {
+                _ = poll.tick(), if *subscribed.borrow() => {
                     loop {
                         match self.claim_next().await {
                             Ok(Some(task)) => {
@@ -798,11 +966,22 @@ impl Worker {
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }
-        let drained = tokio::time::timeout(self.config.drain_timeout, async {
-            while running.join_next().await.is_some() {}
-        })
-        .await
-        .is_ok();
+        consumers.cancel();
+        let (drained, ()) = tokio::join!(
+            async {
+                tokio::time::timeout(self.config.drain_timeout, async {
+                    while running.join_next().await.is_some() {}
+                })
+                .await
+                .is_ok()
+            },
+            async {
+                if !consumer_done {
+                    (&mut consumer).await;
+                }
+            }
+        );
+        self.release_owned().await;
         if !drained {
             running.abort_all();
             while running.join_next().await.is_some() {}
@@ -819,6 +998,15 @@ impl Worker {
         }
         self.heartbeat("NotReady").await.map(|_| ())
     }
+}
+
+/// What one run of a task needs, resolved once per claim.
+struct Prepared {
+    spec: TaskSpec,
+    plan: Plan,
+    policies: PolicySet,
+    authorizer: Arc<RoleAuthorizer>,
+    runner: AgentRunner,
 }
 
 fn is_waiting(status: &TaskStatus) -> bool {

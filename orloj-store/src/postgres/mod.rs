@@ -33,6 +33,7 @@
 //! re-checks it with [`task_queue::is_claimable`]/[`task_queue::matches_worker`], applies
 //! [`task_queue::apply_claim`] and writes it back in the same transaction.
 
+pub mod auth;
 mod error;
 mod sql;
 

@@ -1,0 +1,540 @@
+//! Distributed execution end to end (issue: distributed execution, "Done when"): real Postgres,
+//! real nats-server, `orlojd` and two `orlojworker` processes in message-driven mode.
+//!
+//! 1. The reference's blueprints and scenarios reach their terminal states (spec §13.2, with
+//!    a permission denial ending `Failed` as in sequential mode).
+//! 2. One worker is SIGKILLed in the middle of several three-agent pipelines: every task still
+//!    succeeds, and the model call of every agent step that had completed before the kill
+//!    happened exactly once (only a step in flight at the kill may be called again).
+//! 3. The workers' task transitions reach watches on orlojd over the NATS event bus.
+
+mod common;
+
+use common::{Orlojd, Orlojworker, fresh_database, nats_url, ok, upstream_dir};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request the fake model server received.
+#[derive(Debug, Clone)]
+struct Call {
+    /// The whole conversation: the same agent step sends the same conversation.
+    key: String,
+    started: Instant,
+    finished: Option<Instant>,
+}
+
+/// An OpenAI-compatible chat server that answers after a delay and records every call.
+struct FakeModel {
+    url: String,
+    calls: Arc<Mutex<Vec<Call>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeModel {
+    fn start(delay: Duration) -> FakeModel {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let recorded = calls.clone();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let calls = recorded.clone();
+                async move {
+                    let key: String = body["messages"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    let index = {
+                        let mut calls = calls.lock().expect("lock");
+                        calls.push(Call {
+                            key: key.clone(),
+                            started: Instant::now(),
+                            finished: None,
+                        });
+                        calls.len() - 1
+                    };
+                    // Dropped here when the caller dies mid-call: `finished` stays None.
+                    tokio::time::sleep(delay).await;
+                    calls.lock().expect("lock")[index].finished = Some(Instant::now());
+                    let digest = key.bytes().fold(0u64, |h, b| {
+                        h.wrapping_mul(31).wrapping_add(u64::from(b))
+                    });
+                    axum::Json(json!({
+                        "id": format!("chatcmpl-{index}"),
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [{
+                            "index": 0,
+                            "message": {"role": "assistant", "content": format!("findings {digest:x}")},
+                            "finish_reason": "stop"
+                        }],
+                        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+                    }))
+                }
+            }),
+        );
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeModel {
+            url: format!("http://{addr}/v1"),
+            calls,
+            _runtime: runtime,
+        }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+struct Cluster {
+    server: Orlojd,
+    workers: Vec<Orlojworker>,
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}x{nanos}", std::process::id())
+}
+
+/// orlojd (no embedded worker) and two consuming workers on one database, one JetStream
+/// stream and one event subject, all private to this test.
+fn cluster() -> Option<Cluster> {
+    let dsn = fresh_database()?;
+    let nats = nats_url()?;
+    let stream = unique("ORLOJ_E2E_");
+    let agent_prefix = format!("{}.agentmsg", unique("e2e"));
+    let event_prefix = format!("{}.controlplane", unique("e2e"));
+    let shared: Vec<String> = vec![
+        "--storage-backend=postgres".into(),
+        format!("--postgres-dsn={dsn}"),
+        "--task-execution-mode=message-driven".into(),
+        "--agent-message-bus-backend=nats-jetstream".into(),
+        format!("--agent-message-nats-url={nats}"),
+        format!("--agent-message-stream-name={stream}"),
+        format!("--agent-message-subject-prefix={agent_prefix}"),
+        "--event-bus-backend=nats".into(),
+        format!("--nats-url={nats}"),
+        format!("--nats-subject-prefix={event_prefix}"),
+    ];
+    let args = |extra: &[&str]| -> Vec<String> {
+        shared
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let server_args = args(&["--reconcile-interval=1s"]);
+    let server = Orlojd::start(&server_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let worker_args = args(&[
+        "--agent-message-consume",
+        "--max-concurrent-tasks=4",
+        "--lease-duration=5s",
+        "--heartbeat-interval=1s",
+        "--reconcile-interval=100ms",
+    ]);
+    let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
+    let workers = vec![
+        Orlojworker::start("worker-a", &worker_args),
+        Orlojworker::start("worker-b", &worker_args),
+    ];
+    Some(Cluster { server, workers })
+}
+
+fn apply_yaml(server: &Orlojd, yaml: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, yaml).expect("write manifests");
+    ok(
+        server.ctl(&["apply", "-f", &file.display().to_string()]),
+        "apply",
+    );
+}
+
+fn task(server: &Orlojd, namespace: &str, name: &str) -> Value {
+    let out = ok(
+        server.ctl(&["get", "task", name, "-n", namespace, "-o", "json"]),
+        "get task",
+    );
+    serde_json::from_str(&out).expect("task JSON")
+}
+
+fn all_tasks(server: &Orlojd) -> Vec<Value> {
+    let out = ok(server.ctl(&["get", "tasks", "-o", "json"]), "get tasks");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn wait_terminal(cluster: &Cluster, namespace: &str, name: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let t = task(&cluster.server, namespace, name);
+        let phase = t["status"]["phase"].as_str().unwrap_or("").to_string();
+        if matches!(phase.as_str(), "Succeeded" | "Failed" | "DeadLetter") {
+            return t;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = cluster
+                .workers
+                .iter()
+                .map(|w| {
+                    let log = w.log();
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    format!("--- {} ---\n{}", w.id, tail.join("\n"))
+                })
+                .collect();
+            panic!(
+                "task {namespace}/{name} stuck in {phase:?}: {:#}\n{}",
+                t["status"],
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mock_endpoint(namespace: &str) -> String {
+    format!(
+        "---\napiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata:\n  name: openai-default\n  namespace: {namespace}\nspec:\n  provider: mock\n  default_model: gpt-4o\n"
+    )
+}
+
+fn run_dir(server: &Orlojd, dir: &Path) {
+    ok(
+        server.ctl(&[
+            "apply",
+            "-f",
+            &dir.display().to_string(),
+            "--run",
+            "--no-wait",
+        ]),
+        "apply --run",
+    );
+}
+
+fn trace_types(t: &Value) -> Vec<String> {
+    t["status"]["trace"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["type"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn message_driven_across_processes_survives_a_killed_worker() {
+    let Some(mut cluster) = cluster() else {
+        return;
+    };
+
+    // 1. The reference's scenarios and blueprints, message-driven, on two workers.
+    if let Some(upstream) = upstream_dir() {
+        let scenarios = upstream.join("testing/scenarios");
+        let namespaces = ["rt-pipeline", "rt-hier", "rt-loop", "rt-gov", "rt-retry"];
+        let endpoints: String = namespaces.iter().map(|ns| mock_endpoint(ns)).collect();
+        apply_yaml(
+            &cluster.server,
+            &format!("{endpoints}{}", mock_endpoint("default")),
+        );
+        for dir in [
+            "01-pipeline",
+            "02-hierarchical",
+            "03-loop-max-turns",
+            "04-governance-deny",
+            "05-retry-deadletter",
+        ] {
+            run_dir(&cluster.server, &scenarios.join(dir));
+        }
+        for bp in ["pipeline", "hierarchical", "swarm-loop"] {
+            run_dir(
+                &cluster.server,
+                &upstream.join("examples/blueprints").join(bp),
+            );
+        }
+        for (ns, name) in [
+            ("rt-pipeline", "rt-pipeline-task"),
+            ("rt-hier", "rt-hier-task"),
+            ("rt-loop", "rt-loop-task"),
+            ("default", "bp-pipeline-task"),
+            ("default", "bp-hierarchical-task"),
+            ("default", "bp-swarm-loop-task"),
+        ] {
+            let t = wait_terminal(&cluster, ns, name);
+            assert_eq!(
+                t["status"]["phase"], "Succeeded",
+                "{ns}/{name}: {:#}",
+                t["status"]
+            );
+        }
+        let loop_task = task(&cluster.server, "rt-loop", "rt-loop-task");
+        let on_b001 = loop_task["status"]["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["branch_id"] == "b001")
+            .count();
+        assert_eq!(on_b001, 6, "03: six messages on branch b001");
+        let t = wait_terminal(&cluster, "rt-gov", "rt-gov-deny-task");
+        assert_eq!(t["status"]["phase"], "Failed", "{:#}", t["status"]);
+        let types = trace_types(&t);
+        assert!(
+            types.iter().any(|e| e == "tool_permission_denied"),
+            "{types:?} {:#}",
+            t["status"]
+        );
+        assert!(!types.iter().any(|e| e == "tool_call"), "{types:?}");
+        let t = wait_terminal(&cluster, "rt-retry", "rt-retry-deadletter-task");
+        assert_eq!(t["status"]["phase"], "DeadLetter", "{:#}", t["status"]);
+        assert!(
+            trace_types(&t)
+                .iter()
+                .any(|e| e == "agent_message_retry_scheduled"),
+            "05: message retries were scheduled"
+        );
+    }
+
+    // 2. Kill a worker in the middle of three-agent pipelines.
+    let model = FakeModel::start(Duration::from_millis(400));
+    let tasks = 8;
+    let mut yaml = format!(
+        "---\napiVersion: orloj.dev/v1\nkind: Secret\nmetadata: {{name: fake-key}}\nspec: {{stringData: {{value: sk-test}}}}\n---\napiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata: {{name: fake}}\nspec: {{provider: openai, base_url: \"{}\", default_model: gpt-4o, allowPrivate: true, auth: {{secretRef: fake-key}}}}\n",
+        model.url
+    );
+    for agent in ["plan", "research", "write"] {
+        yaml.push_str(&format!(
+            "---\napiVersion: orloj.dev/v1\nkind: Agent\nmetadata: {{name: {agent}}}\nspec: {{model_ref: fake, prompt: \"you are {agent}\"}}\n"
+        ));
+    }
+    yaml.push_str("---\napiVersion: orloj.dev/v1\nkind: AgentSystem\nmetadata: {name: chain}\nspec:\n  agents: [plan, research, write]\n  graph:\n    plan: {next: research}\n    research: {next: write}\n");
+    for i in 0..tasks {
+        yaml.push_str(&format!(
+            "---\napiVersion: orloj.dev/v1\nkind: Task\nmetadata: {{name: chain-{i}}}\nspec: {{system: chain, input: {{topic: \"topic number {i}\"}}}}\n"
+        ));
+    }
+    apply_yaml(&cluster.server, &yaml);
+
+    // Wait until the victim holds a task with a completed step and more to do.
+    let victim = cluster.workers[0].id.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held_by_victim = loop {
+        let held: Vec<String> = all_tasks(&cluster.server)
+            .into_iter()
+            .filter(|t| {
+                t["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("chain-"))
+            })
+            .filter(|t| {
+                t["status"]["phase"] == "Running" && t["status"]["claimedBy"] == victim.as_str()
+            })
+            .filter(|t| trace_types(t).iter().any(|e| e == "agent_end"))
+            .map(|t| t["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        if !held.is_empty() {
+            break held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{victim} never held a task mid-graph"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    cluster.workers[0].kill_hard();
+    let killed_at = Instant::now();
+
+    let mut finished = BTreeMap::new();
+    for i in 0..tasks {
+        let name = format!("chain-{i}");
+        let t = wait_terminal(&cluster, "default", &name);
+        assert_eq!(
+            t["status"]["phase"], "Succeeded",
+            "{name}: {:#}",
+            t["status"]
+        );
+        assert_eq!(
+            t["status"]["output"]["execution_order"], "plan -> research -> write",
+            "{name}"
+        );
+        finished.insert(name, t);
+    }
+    for name in &held_by_victim {
+        let history = finished[name]["status"]["history"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            history.iter().any(|h| h["type"] == "takeover"),
+            "{name} was held by the killed worker and must have been taken over: {history:#?}"
+        );
+    }
+
+    // Every step's model call happened once, except a step in flight at the kill.
+    let calls = model.calls();
+    let mut by_step: BTreeMap<&str, Vec<&Call>> = BTreeMap::new();
+    for c in &calls {
+        by_step.entry(c.key.as_str()).or_default().push(c);
+    }
+    assert_eq!(
+        by_step.len(),
+        tasks * 3,
+        "one distinct conversation per agent step"
+    );
+    let mut repeated_per_task: BTreeMap<usize, usize> = BTreeMap::new();
+    for (key, cs) in &by_step {
+        if cs.len() == 1 {
+            assert!(cs[0].finished.is_some(), "step never completed: {key}");
+            continue;
+        }
+        assert_eq!(cs.len(), 2, "a step ran more than twice: {key}");
+        // In flight: its first call was cut off by the kill, or answered so shortly before it
+        // that the step could not have been recorded yet.
+        let in_flight = cs[0].started < killed_at
+            && cs[0].finished.is_none_or(|f| {
+                killed_at.saturating_duration_since(f) < Duration::from_millis(250)
+            });
+        assert!(
+            in_flight && cs[1].started > killed_at,
+            "a step ran twice though it was not in flight at the kill: {key}"
+        );
+        let task = (0..tasks)
+            .find(|i| key.contains(&format!("topic number {i}")))
+            .expect("every conversation names its task's topic");
+        *repeated_per_task.entry(task).or_default() += 1;
+    }
+    assert!(
+        repeated_per_task.values().all(|n| *n == 1),
+        "a task repeated more than its one step in flight: {repeated_per_task:?}"
+    );
+
+    // 3. The workers' transitions reached orlojd's watch over NATS.
+    let events = ok(
+        cluster.server.ctl(&[
+            "events",
+            "--since",
+            "0",
+            "--type",
+            "task.succeeded",
+            "--timeout",
+            "3s",
+            "--raw",
+        ]),
+        "events",
+    );
+    assert!(
+        events.lines().filter(|l| l.contains("chain-")).count() >= tasks,
+        "task.succeeded events from the workers: {events}"
+    );
+
+    // The survivor drains and exits cleanly on SIGTERM.
+    let survivor = cluster.workers.pop().expect("survivor");
+    assert!(survivor.terminate().success());
+}
+
+#[test]
+fn load_tool_runs_a_thousand_tasks_through_two_workers_with_faults() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orloj-loadtest"))
+        .args([
+            "--server",
+            &cluster.server.url,
+            "--namespace",
+            "load",
+            "--tasks",
+            "1000",
+            "--concurrency",
+            "32",
+            "--min-ready-workers",
+            "2",
+            "--poll-interval",
+            "500ms",
+            "--timeout",
+            "10m",
+            "--inject-invalid-system-rate",
+            "0.05",
+            "--inject-timeout-system-rate",
+            "0.03",
+            "--inject-expired-lease-rate",
+            "0.02",
+            "--min-takeovers",
+            "20",
+            "--run-id",
+            "thousand",
+        ])
+        .env_remove("ORLOJ_API_TOKEN")
+        .output()
+        .expect("orloj-loadtest runs");
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "summary is not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "gates failed: {s:#}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s["created"], 1000);
+    assert_eq!(s["create_errors"], 0);
+    assert_eq!(s["timed_out"], 0, "nothing lost: {s:#}");
+    assert_eq!(s["duplicates"], json!([]), "nothing completed twice: {s:#}");
+    assert_eq!(
+        s["unexpected"],
+        json!([]),
+        "every fault ended as predicted: {s:#}"
+    );
+    let baseline = &s["baseline"];
+    assert_eq!(
+        baseline["succeeded"], baseline["total"],
+        "every valid task succeeded: {s:#}"
+    );
+    assert_eq!(
+        s["by_kind"]["expired_lease"]["succeeded"], s["injected"]["expired_lease"],
+        "every expired lease was taken over and finished: {s:#}"
+    );
+    assert_eq!(
+        s["by_kind"]["invalid_system"]["failed"],
+        s["injected"]["invalid_system"]
+    );
+    assert_eq!(
+        s["by_kind"]["timeout_system"]["deadletter"],
+        s["injected"]["timeout_system"]
+    );
+    // Both workers did work.
+    let tasks = all_tasks(&cluster.server);
+    for w in &cluster.workers {
+        let ran = tasks
+            .iter()
+            .filter(|t| {
+                t["status"]["history"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|h| h["worker"] == w.id.as_str())
+            })
+            .count();
+        assert!(ran > 0, "{} ran no task", w.id);
+    }
+}
