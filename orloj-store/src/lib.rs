@@ -46,6 +46,8 @@ pub mod conformance;
 pub mod memory;
 pub mod postgres;
 pub mod sealed;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod versioning;
 
 pub use auth_memory::MemoryAuthStore;

@@ -118,12 +118,14 @@ impl MemoryStore {
             event_type,
             object: object.clone(),
         };
-        state.history.push_back(event.clone());
+        // Without watchers there is nothing to send (and no copy to make).
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event.clone());
+        }
+        state.history.push_back(event);
         while state.history.len() > self.retention {
             state.history.pop_front();
         }
-        // No receivers is fine: nobody is watching.
-        let _ = self.events.send(event);
         object
     }
 

@@ -122,8 +122,14 @@ impl MessageRuntime {
 
     /// Records that this worker holds `task` (as just read or written).
     fn own(&self, task: &Object) {
-        let status = resources::status_of::<TaskSpec>(task).unwrap_or_default();
-        let lease_until = lease_end(&status).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        // Read the one field instead of parsing the whole status: this runs on every step.
+        let lease_until = task
+            .status
+            .get("leaseUntil")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         let entry = owned.entry(task.key()).or_insert_with(|| Owned {
             namespace: task.namespace().to_string(),

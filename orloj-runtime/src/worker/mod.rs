@@ -318,7 +318,15 @@ impl Worker {
         let Some(events) = &self.events else {
             return;
         };
-        let status = resources::status_of::<TaskSpec>(written).unwrap_or_default();
+        // Only a few fields are published: read them instead of parsing the whole status.
+        let field = |name: &str| {
+            written
+                .status
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!(""))
+        };
+        let phase = written.phase().to_string();
         events.publish(Event {
             id: 0,
             timestamp: self.clock.now(),
@@ -327,14 +335,14 @@ impl Worker {
             kind: Kind::Task.as_str().to_string(),
             name: written.name().to_string(),
             namespace: written.namespace().to_string(),
-            action: status.phase.to_lowercase(),
+            action: phase.to_lowercase(),
             message: message.to_string(),
             data: serde_json::json!({
-                "phase": status.phase,
-                "attempts": status.attempts,
-                "assignedWorker": status.assigned_worker,
-                "claimedBy": status.claimed_by,
-                "lastError": status.last_error,
+                "phase": phase,
+                "attempts": written.status.get("attempts").cloned().unwrap_or_else(|| serde_json::json!(0)),
+                "assignedWorker": field("assignedWorker"),
+                "claimedBy": field("claimedBy"),
+                "lastError": field("lastError"),
             }),
         });
     }
