@@ -5,7 +5,7 @@ use crate::runtime_args::{LogArgs, MessagingArgs, StorageArgs, StorageBackend, T
 use crate::telemetry::LogLevel;
 use anyhow::{Context, bail};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use clap::{ArgMatches, Parser};
 use orloj_core::{Clock, Store, SystemClock};
 use orloj_runtime::api::{ApiConfig, ApiState, Capability, router};
 use orloj_runtime::controllers::StatusController;
@@ -106,10 +106,7 @@ impl OrlojdArgs {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Self::command().try_get_matches_from(args)?;
-        let parsed = Self::from_arg_matches(&matches)?;
-        parsed.check(&matches)?;
-        Ok(parsed)
+        crate::runtime_args::parse_checked(args, Self::check)
     }
 
     fn check(&self, matches: &ArgMatches) -> anyhow::Result<()> {

@@ -559,3 +559,60 @@ impl LogArgs {
         }
     }
 }
+
+/// Parses `A`'s flags (with the program name first) and runs `check` on the result, so a
+/// contradiction fails like a malformed flag.
+pub fn parse_checked<A, I, T>(
+    args: I,
+    check: impl FnOnce(&A, &ArgMatches) -> anyhow::Result<()>,
+) -> anyhow::Result<A>
+where
+    A: clap::CommandFactory + clap::FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = A::command().try_get_matches_from(args)?;
+    let parsed = A::from_arg_matches(&matches)?;
+    check(&parsed, &matches)?;
+    Ok(parsed)
+}
+
+/// The body of a binary's `main`: `--help`/`--version` print and exit 0; a bad flag prints one
+/// line and exits 2; otherwise logging starts and `run` runs, a failure printing one line and
+/// exiting 1.
+pub async fn run_main<A, F, Fut>(
+    name: &str,
+    parsed: anyhow::Result<A>,
+    log: impl FnOnce(&A) -> &LogArgs,
+    run: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(A) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use std::process::ExitCode;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = match parsed {
+        Ok(args) => args,
+        Err(err) => {
+            if let Some(clap_err) = err.downcast_ref::<clap::Error>()
+                && !clap_err.use_stderr()
+            {
+                // --help / --version
+                let _ = clap_err.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{name}: {}", crate::daemon::one_line(&err));
+            return ExitCode::from(2);
+        }
+    };
+    let logging = log(&args);
+    crate::telemetry::init(logging.effective_log_level(), logging.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: {}", crate::daemon::one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}

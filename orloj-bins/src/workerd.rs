@@ -8,7 +8,7 @@ use crate::runtime_args::{LogArgs, MessagingArgs, StorageArgs, StorageBackend, T
 use crate::telemetry::LogLevel;
 use anyhow::bail;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use clap::{ArgMatches, Parser};
 use orloj_core::{Clock, SystemClock};
 use orloj_runtime::memory::MemoryRegistry;
 use orloj_runtime::worker::WorkerConfig;
@@ -118,10 +118,7 @@ impl OrlojworkerArgs {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Self::command().try_get_matches_from(args)?;
-        let parsed = Self::from_arg_matches(&matches)?;
-        parsed.check(&matches)?;
-        Ok(parsed)
+        crate::runtime_args::parse_checked(args, Self::check)
     }
 
     fn check(&self, matches: &ArgMatches) -> anyhow::Result<()> {

@@ -1,31 +1,9 @@
 //! `orlojd`: the Orloj server. See `orlojd --help`.
 
-use orloj_bins::{daemon, telemetry};
-use std::process::ExitCode;
+use orloj_bins::{daemon, runtime_args};
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = match daemon::OrlojdArgs::parse_and_check(std::env::args_os()) {
-        Ok(args) => args,
-        Err(err) => {
-            if let Some(clap_err) = err.downcast_ref::<clap::Error>()
-                && !clap_err.use_stderr()
-            {
-                // --help / --version
-                let _ = clap_err.print();
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("orlojd: {}", daemon::one_line(&err));
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(args.effective_log_level(), args.log.log_format);
-    match daemon::run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("orlojd: {}", daemon::one_line(&err));
-            ExitCode::FAILURE
-        }
-    }
+async fn main() -> std::process::ExitCode {
+    let parsed = daemon::OrlojdArgs::parse_and_check(std::env::args_os());
+    runtime_args::run_main("orlojd", parsed, |a| &a.log, daemon::run).await
 }
