@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Orlojd, Orlojworker, fresh_database, nats_url, ok, upstream_dir};
+use common::{Orlojd, Orlojworker, OwnNats, fresh_database, nats_url, ok, upstream_dir};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -120,6 +120,10 @@ fn unique(prefix: &str) -> String {
 fn cluster() -> Option<Cluster> {
     let dsn = fresh_database()?;
     let nats = nats_url()?;
+    Some(cluster_on(&dsn, &nats, 2))
+}
+
+fn cluster_on(dsn: &str, nats: &str, workers: usize) -> Cluster {
     let stream = unique("ORLOJ_E2E_");
     let agent_prefix = format!("{}.agentmsg", unique("e2e"));
     let event_prefix = format!("{}.controlplane", unique("e2e"));
@@ -152,11 +156,12 @@ fn cluster() -> Option<Cluster> {
         "--reconcile-interval=100ms",
     ]);
     let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
-    let workers = vec![
-        Orlojworker::start("worker-a", &worker_args),
-        Orlojworker::start("worker-b", &worker_args),
-    ];
-    Some(Cluster { server, workers })
+    let workers = ["worker-a", "worker-b", "worker-c"]
+        .iter()
+        .take(workers)
+        .map(|id| Orlojworker::start(id, &worker_args))
+        .collect();
+    Cluster { server, workers }
 }
 
 fn apply_yaml(server: &Orlojd, yaml: &str) {
@@ -239,6 +244,26 @@ fn trace_types(t: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A fake-model endpoint, three agents in a chain and `tasks` tasks `chain-<i>` on it.
+fn chain_manifests(model: &FakeModel, tasks: usize) -> String {
+    let mut yaml = format!(
+        "---\napiVersion: orloj.dev/v1\nkind: Secret\nmetadata: {{name: fake-key}}\nspec: {{stringData: {{value: sk-test}}}}\n---\napiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata: {{name: fake}}\nspec: {{provider: openai, base_url: \"{}\", default_model: gpt-4o, allowPrivate: true, auth: {{secretRef: fake-key}}}}\n",
+        model.url
+    );
+    for agent in ["plan", "research", "write"] {
+        yaml.push_str(&format!(
+            "---\napiVersion: orloj.dev/v1\nkind: Agent\nmetadata: {{name: {agent}}}\nspec: {{model_ref: fake, prompt: \"you are {agent}\"}}\n"
+        ));
+    }
+    yaml.push_str("---\napiVersion: orloj.dev/v1\nkind: AgentSystem\nmetadata: {name: chain}\nspec:\n  agents: [plan, research, write]\n  graph:\n    plan: {next: research}\n    research: {next: write}\n");
+    for i in 0..tasks {
+        yaml.push_str(&format!(
+            "---\napiVersion: orloj.dev/v1\nkind: Task\nmetadata: {{name: chain-{i}}}\nspec: {{system: chain, input: {{topic: \"topic number {i}\"}}}}\n"
+        ));
+    }
+    yaml
+}
+
 #[test]
 fn message_driven_across_processes_survives_a_killed_worker() {
     let Some(mut cluster) = cluster() else {
@@ -314,22 +339,7 @@ fn message_driven_across_processes_survives_a_killed_worker() {
     // 2. Kill a worker in the middle of three-agent pipelines.
     let model = FakeModel::start(Duration::from_millis(400));
     let tasks = 8;
-    let mut yaml = format!(
-        "---\napiVersion: orloj.dev/v1\nkind: Secret\nmetadata: {{name: fake-key}}\nspec: {{stringData: {{value: sk-test}}}}\n---\napiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata: {{name: fake}}\nspec: {{provider: openai, base_url: \"{}\", default_model: gpt-4o, allowPrivate: true, auth: {{secretRef: fake-key}}}}\n",
-        model.url
-    );
-    for agent in ["plan", "research", "write"] {
-        yaml.push_str(&format!(
-            "---\napiVersion: orloj.dev/v1\nkind: Agent\nmetadata: {{name: {agent}}}\nspec: {{model_ref: fake, prompt: \"you are {agent}\"}}\n"
-        ));
-    }
-    yaml.push_str("---\napiVersion: orloj.dev/v1\nkind: AgentSystem\nmetadata: {name: chain}\nspec:\n  agents: [plan, research, write]\n  graph:\n    plan: {next: research}\n    research: {next: write}\n");
-    for i in 0..tasks {
-        yaml.push_str(&format!(
-            "---\napiVersion: orloj.dev/v1\nkind: Task\nmetadata: {{name: chain-{i}}}\nspec: {{system: chain, input: {{topic: \"topic number {i}\"}}}}\n"
-        ));
-    }
-    apply_yaml(&cluster.server, &yaml);
+    apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
 
     // Wait until the victim holds a task with a completed step and more to do.
     let victim = cluster.workers[0].id.clone();
@@ -537,4 +547,58 @@ fn load_tool_runs_a_thousand_tasks_through_two_workers_with_faults() {
             .count();
         assert!(ran > 0, "{} ran no task", w.id);
     }
+}
+
+#[test]
+fn workers_ride_out_a_nats_outage_without_repeating_a_step() {
+    let Some(dsn) = fresh_database() else {
+        return;
+    };
+    let Some(mut nats) = OwnNats::start() else {
+        return;
+    };
+    let cluster = cluster_on(&dsn, &nats.url(), 1);
+    let model = FakeModel::start(Duration::from_millis(300));
+    let tasks = 4;
+    apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
+
+    // Take NATS away once steps are completing, bring it back on the same port and storage.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while model
+        .calls()
+        .iter()
+        .filter(|c| c.finished.is_some())
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no step completed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nats.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    nats.restart();
+
+    for i in 0..tasks {
+        let t = wait_terminal(&cluster, "default", &format!("chain-{i}"));
+        assert_eq!(
+            t["status"]["phase"], "Succeeded",
+            "chain-{i}: {:#}",
+            t["status"]
+        );
+        assert_eq!(
+            t["status"]["output"]["execution_order"], "plan -> research -> write",
+            "chain-{i}"
+        );
+    }
+    // Nobody died: every step's model call happened exactly once.
+    let mut by_step: BTreeMap<String, usize> = BTreeMap::new();
+    for c in model.calls() {
+        *by_step.entry(c.key).or_default() += 1;
+    }
+    assert_eq!(by_step.len(), tasks * 3);
+    assert!(
+        by_step.values().all(|n| *n == 1),
+        "a step ran twice across the outage: {:?}",
+        by_step.values().collect::<Vec<_>>()
+    );
 }

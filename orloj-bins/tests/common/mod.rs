@@ -380,3 +380,88 @@ impl Drop for Orlojworker {
         let _ = self.child.wait();
     }
 }
+
+/// A nats-server of a test's own (JetStream storage in a temp dir) that can be stopped and
+/// started again on the same port and storage: `NATS_SERVER_BIN`, else the one
+/// `.ci/services.sh` installs. None (skip) when neither exists; under CI it must.
+pub struct OwnNats {
+    bin: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnNats {
+    /// Starts one, or None when no nats-server binary is available.
+    pub fn start() -> Option<OwnNats> {
+        let bin = std::env::var_os("NATS_SERVER_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/venv/bin/nats-server"))
+            })
+            .filter(|p| p.is_file());
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but no nats-server binary was found (.ci/venv/bin/nats-server)"
+            );
+            eprintln!("skipping: no nats-server binary (source .ci/services.sh to install one)");
+            return None;
+        };
+        let mut nats = OwnNats {
+            bin,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        nats.restart();
+        Some(nats)
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and storage.
+    pub fn restart(&mut self) {
+        let child = Command::new(&self.bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nats-server did not listen on port {}", self.port);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -222,6 +222,32 @@ fn to_envelope(task: &Object, m: &TaskMessage) -> AgentMessage {
     }
 }
 
+/// The bus message for a recorded message. The dedupe id names the task object (its creation
+/// time: a task deleted and created again under the same name, or another store sharing the
+/// stream, must not look like a duplicate) and, for a republish, the recorded state it
+/// republishes (`republish_of`).
+fn outgoing(
+    md: &MessageRuntime,
+    task: &Object,
+    m: &TaskMessage,
+    republish_of: Option<&str>,
+) -> Outgoing {
+    let created = task
+        .metadata
+        .created_at
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or_default();
+    let dedupe_id = match republish_of {
+        Some(rv) => format!("{created}:{}#{rv}", m.message_id),
+        None => format!("{created}:{}", m.message_id),
+    };
+    Outgoing {
+        subject: inbox_subject(&md.config.subject_prefix, task.namespace(), &m.to_agent),
+        dedupe_id,
+        payload: to_envelope(task, m).encode(),
+    }
+}
+
 impl Worker {
     /// Runs agent messages over `bus` (message-driven mode): claimed tasks are kicked off on
     /// the bus and, when `config.consume` is set, this worker consumes and executes messages.
@@ -318,10 +344,6 @@ impl Worker {
     }
 
     /// Publishes one recorded message, retrying with capped backoff while the bus is away.
-    ///
-    /// The dedupe id names the task object (its creation time: a task deleted and created again
-    /// under the same name, or another store sharing the stream, must not look like a
-    /// duplicate) and, for a republish, the recorded state it republishes (`republish_of`).
     async fn publish_message(
         &self,
         md: &MessageRuntime,
@@ -329,28 +351,16 @@ impl Worker {
         m: &TaskMessage,
         republish_of: Option<&str>,
     ) -> Result<()> {
-        let created = task
-            .metadata
-            .created_at
-            .and_then(|t| t.timestamp_nanos_opt())
-            .unwrap_or_default();
-        let dedupe_id = match republish_of {
-            Some(rv) => format!("{created}:{}#{rv}", m.message_id),
-            None => format!("{created}:{}", m.message_id),
-        };
-        let envelope = to_envelope(task, m);
-        let outgoing = Outgoing {
-            subject: inbox_subject(&md.config.subject_prefix, task.namespace(), &m.to_agent),
-            dedupe_id,
-            payload: envelope.encode(),
-        };
+        let outgoing = outgoing(md, task, m, republish_of);
+        // The step is recorded; its successor must reach the bus. While the bus is away keep
+        // trying (the lease is renewed meanwhile); shutdown aborts this after the drain time
+        // and whoever takes the lease over republishes.
         let mut delay = Duration::from_millis(50);
-        let deadline = tokio::time::Instant::now() + self.config.lease_duration;
         loop {
             match md.bus.publish(outgoing.clone()).await {
                 Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(task = %task.key(), message = %m.message_id, error = %e, "publishing agent message failed; retrying");
+                Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) => {
+                    tracing::warn!(task = %task.key(), message = %m.message_id, error = %e, retry_in = ?delay, "publishing agent message failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -907,7 +917,8 @@ impl Worker {
             }
             let rv = task.metadata.resource_version.clone();
             for m in stale {
-                if let Err(e) = self.publish_message(md, &task, &m, Some(&rv)).await {
+                // One attempt: this runs on the heartbeat, which must not wait for the bus.
+                if let Err(e) = md.bus.publish(outgoing(md, &task, &m, Some(&rv))).await {
                     tracing::warn!(task = %key, error = %e, "republishing a stalled message failed");
                 }
             }
