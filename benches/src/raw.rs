@@ -16,22 +16,7 @@ fn err(what: &str) -> impl Fn(sqlx::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-/// `url` with its database replaced by `db`.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
+pub use orloj_store::testing::with_database;
 
 /// A fresh database on the server of `admin_url` with `synchronous_commit = off`; dropped by
 /// [`BenchDb::drop_database`].

@@ -10,7 +10,10 @@
 
 mod common;
 
-use common::{Orlojd, Orlojworker, OwnNats, fresh_database, nats_url, ok, upstream_dir};
+use common::{
+    Orlojd, Orlojworker, OwnNats, apply_yaml, fresh_database, get_task, mock_endpoint_yaml,
+    nats_url, ok, upstream_dir,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -164,24 +167,6 @@ fn cluster_on(dsn: &str, nats: &str, workers: usize) -> Cluster {
     Cluster { server, workers }
 }
 
-fn apply_yaml(server: &Orlojd, yaml: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("manifests.yaml");
-    std::fs::write(&file, yaml).expect("write manifests");
-    ok(
-        server.ctl(&["apply", "-f", &file.display().to_string()]),
-        "apply",
-    );
-}
-
-fn task(server: &Orlojd, namespace: &str, name: &str) -> Value {
-    let out = ok(
-        server.ctl(&["get", "task", name, "-n", namespace, "-o", "json"]),
-        "get task",
-    );
-    serde_json::from_str(&out).expect("task JSON")
-}
-
 fn all_tasks(server: &Orlojd) -> Vec<Value> {
     let out = ok(server.ctl(&["get", "tasks", "-o", "json"]), "get tasks");
     let v: Value = serde_json::from_str(&out).expect("json");
@@ -191,7 +176,7 @@ fn all_tasks(server: &Orlojd) -> Vec<Value> {
 fn wait_terminal(cluster: &Cluster, namespace: &str, name: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let t = task(&cluster.server, namespace, name);
+        let t = get_task(&cluster.server, namespace, name);
         let phase = t["status"]["phase"].as_str().unwrap_or("").to_string();
         if matches!(phase.as_str(), "Succeeded" | "Failed" | "DeadLetter") {
             return t;
@@ -214,12 +199,6 @@ fn wait_terminal(cluster: &Cluster, namespace: &str, name: &str) -> Value {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn mock_endpoint(namespace: &str) -> String {
-    format!(
-        "---\napiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata:\n  name: openai-default\n  namespace: {namespace}\nspec:\n  provider: mock\n  default_model: gpt-4o\n"
-    )
 }
 
 fn run_dir(server: &Orlojd, dir: &Path) {
@@ -274,10 +253,10 @@ fn message_driven_across_processes_survives_a_killed_worker() {
     if let Some(upstream) = upstream_dir() {
         let scenarios = upstream.join("testing/scenarios");
         let namespaces = ["rt-pipeline", "rt-hier", "rt-loop", "rt-gov", "rt-retry"];
-        let endpoints: String = namespaces.iter().map(|ns| mock_endpoint(ns)).collect();
+        let endpoints: String = namespaces.iter().map(|ns| mock_endpoint_yaml(ns)).collect();
         apply_yaml(
             &cluster.server,
-            &format!("{endpoints}{}", mock_endpoint("default")),
+            &format!("{endpoints}{}", mock_endpoint_yaml("default")),
         );
         for dir in [
             "01-pipeline",
@@ -309,7 +288,7 @@ fn message_driven_across_processes_survives_a_killed_worker() {
                 t["status"]
             );
         }
-        let loop_task = task(&cluster.server, "rt-loop", "rt-loop-task");
+        let loop_task = get_task(&cluster.server, "rt-loop", "rt-loop-task");
         let on_b001 = loop_task["status"]["messages"]
             .as_array()
             .into_iter()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Orlojd, ok, upstream_dir};
+use common::{Orlojd, apply_yaml, get_task, mock_endpoint_yaml, ok, upstream_dir};
 use serde_json::Value;
 use std::path::Path;
 
@@ -21,27 +21,7 @@ fn start() -> Orlojd {
 
 /// Creates the mock endpoint `openai-default` the reference's manifests refer to.
 fn mock_endpoint(server: &Orlojd, namespace: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("endpoint.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "apiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata:\n  name: openai-default\n  namespace: {namespace}\nspec:\n  provider: mock\n  default_model: gpt-4o\n"
-        ),
-    )
-    .expect("write endpoint");
-    ok(
-        server.ctl(&["apply", "-f", &file.display().to_string()]),
-        "apply endpoint",
-    );
-}
-
-fn task(server: &Orlojd, namespace: &str, name: &str) -> Value {
-    let out = ok(
-        server.ctl(&["get", "task", name, "-n", namespace, "-o", "json"]),
-        "get task",
-    );
-    serde_json::from_str(&out).expect("task JSON")
+    apply_yaml(server, &mock_endpoint_yaml(namespace));
 }
 
 fn wait_for(server: &Orlojd, namespace: &str, name: &str, phase: &str) -> Value {
@@ -57,7 +37,7 @@ fn wait_for(server: &Orlojd, namespace: &str, name: &str, phase: &str) -> Value 
         "-n",
         namespace,
     ]);
-    let t = task(server, namespace, name);
+    let t = get_task(server, namespace, name);
     assert!(
         out.status.success(),
         "task {namespace}/{name} did not reach {phase}: {}\nstatus: {:#}\norlojd log tail:\n{}",

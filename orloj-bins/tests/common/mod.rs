@@ -73,30 +73,7 @@ pub struct Orlojd {
 impl Orlojd {
     /// Starts orlojd with extra args and waits for /healthz.
     pub fn start(extra: &[&str]) -> Orlojd {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log_path = dir.path().join("orlojd.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_orlojd"))
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--log-format",
-                "text",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("orlojd starts");
-        let mut d = Orlojd {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log_path,
-            _dir: dir,
-        };
-        d.wait_healthy();
-        d
+        Self::start_with_env(extra, &[])
     }
 
     fn wait_healthy(&mut self) {
@@ -235,31 +212,47 @@ impl Orlojd {
     /// Starts orlojd with extra args and environment variables, and waits for /healthz.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Orlojd {
         let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log_path = dir.path().join("orlojd.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_orlojd"))
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--log-format",
-                "text",
-            ])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("orlojd starts");
+        let addr = format!("127.0.0.1:{port}");
+        let (child, log_path, dir) = spawn_logged(
+            env!("CARGO_BIN_EXE_orlojd"),
+            &["--addr", &addr, "--log-format", "text"],
+            extra,
+            env,
+        );
         let mut d = Orlojd {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{addr}"),
             log_path,
             _dir: dir,
         };
         d.wait_healthy();
         d
     }
+}
+
+/// Starts `bin` with `args` then `extra` and `env`, stderr to a log file in a temp dir.
+fn spawn_logged(
+    bin: &str,
+    args: &[&str],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = Path::new(bin)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let log_path = dir.path().join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = Command::new(bin)
+        .args(args)
+        .args(extra)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+    (child, log_path, dir)
 }
 
 /// Runs orlojctl against `server` with the given environment (e.g. `ORLOJCTL_CONFIG` pointing
@@ -307,28 +300,24 @@ pub struct Orlojworker {
 impl Orlojworker {
     /// Starts orlojworker `id` with extra args and waits for its /healthz.
     pub fn start(id: &str, extra: &[&str]) -> Orlojworker {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log_path = dir.path().join("orlojworker.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_orlojworker"))
-            .args([
+        let addr = format!("127.0.0.1:{}", free_port());
+        let (child, log_path, dir) = spawn_logged(
+            env!("CARGO_BIN_EXE_orlojworker"),
+            &[
                 "--worker-id",
                 id,
                 "--healthz-addr",
-                &format!("127.0.0.1:{port}"),
+                &addr,
                 "--log-format",
                 "text",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("orlojworker starts");
+            ],
+            extra,
+            &[],
+        );
         let mut w = Orlojworker {
             child,
             id: id.to_string(),
-            healthz: format!("http://127.0.0.1:{port}"),
+            healthz: format!("http://{addr}"),
             log_path,
             _dir: dir,
         };
@@ -464,4 +453,32 @@ impl Drop for OwnNats {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Applies `yaml` (one or more documents) with orlojctl.
+pub fn apply_yaml(server: &Orlojd, yaml: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, yaml).expect("write manifests");
+    ok(
+        server.ctl(&["apply", "-f", &file.display().to_string()]),
+        "apply",
+    );
+}
+
+/// `orlojctl get task NAME -n NS -o json`, parsed.
+pub fn get_task(server: &Orlojd, namespace: &str, name: &str) -> serde_json::Value {
+    let out = ok(
+        server.ctl(&["get", "task", name, "-n", namespace, "-o", "json"]),
+        "get task",
+    );
+    serde_json::from_str(&out).expect("task JSON")
+}
+
+/// A `provider: mock` ModelEndpoint `openai-default` in `namespace` (what the reference's
+/// manifests refer to).
+pub fn mock_endpoint_yaml(namespace: &str) -> String {
+    format!(
+        "---\napiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata:\n  name: openai-default\n  namespace: {namespace}\nspec:\n  provider: mock\n  default_model: gpt-4o\n"
+    )
 }
