@@ -23,7 +23,8 @@ pub const DEFAULT_EVENT_RETENTION: usize = 8192;
 const MAX_TASK_LOGS: usize = 1000;
 
 struct Entry {
-    object: Object,
+    /// Shared with the watch history: a write stores the object once.
+    object: Arc<Object>,
     /// Revision of the last write, used to claim the least recently touched task first.
     touched: u64,
     /// For tasks, [`task_queue::claimable_from`] as of the last write: claim scans run on
@@ -39,10 +40,27 @@ impl Entry {
     }
 }
 
+/// A retained watch event; the object is shared with the store entry it was written as.
+struct Retained {
+    revision: u64,
+    event_type: WatchEventType,
+    object: Arc<Object>,
+}
+
+impl Retained {
+    fn to_event(&self) -> WatchEvent {
+        WatchEvent {
+            revision: self.revision,
+            event_type: self.event_type,
+            object: (*self.object).clone(),
+        }
+    }
+}
+
 struct State {
     objects: BTreeMap<(Kind, String), Entry>,
     revision: u64,
-    history: VecDeque<WatchEvent>,
+    history: VecDeque<Retained>,
     logs: HashMap<String, VecDeque<String>>,
 }
 
@@ -94,39 +112,42 @@ impl MemoryStore {
         state.revision += 1;
         let revision = state.revision;
         let key = (object.kind, object.key());
+        let claimable_from = if object.kind == Kind::Task && event_type != WatchEventType::Deleted {
+            task_queue::claimable_from(&object)
+        } else {
+            None
+        };
+        let shared = Arc::new(object);
         if event_type == WatchEventType::Deleted {
             state.objects.remove(&key);
-            if object.kind == Kind::Task {
-                state.logs.remove(&object.key());
+            if shared.kind == Kind::Task {
+                state.logs.remove(&shared.key());
             }
         } else {
             state.objects.insert(
                 key,
                 Entry {
-                    claimable_from: if object.kind == Kind::Task {
-                        task_queue::claimable_from(&object)
-                    } else {
-                        None
-                    },
-                    object: object.clone(),
+                    claimable_from,
+                    object: shared.clone(),
                     touched: revision,
                 },
             );
         }
-        let event = WatchEvent {
+        let retained = Retained {
             revision,
             event_type,
-            object: object.clone(),
+            object: shared,
         };
         // Without watchers there is nothing to send (and no copy to make).
         if self.events.receiver_count() > 0 {
-            let _ = self.events.send(event.clone());
+            let _ = self.events.send(retained.to_event());
         }
-        state.history.push_back(event);
+        let written = (*retained.object).clone();
+        state.history.push_back(retained);
         while state.history.len() > self.retention {
             state.history.pop_front();
         }
-        object
+        written
     }
 
     fn existing<'a>(
@@ -138,7 +159,7 @@ impl MemoryStore {
         state
             .objects
             .get(&(kind, scoped_key(namespace, name)))
-            .map(|e| &e.object)
+            .map(|e| &*e.object)
             .ok_or_else(|| versioning::not_found(kind, namespace, name))
     }
 }
@@ -174,7 +195,7 @@ impl Store for MemoryStore {
             if !options.selector.matches(&obj.metadata.labels) {
                 continue;
             }
-            items.push(obj.clone());
+            items.push((**obj).clone());
             if options.limit.is_some_and(|l| l > 0 && items.len() >= l) {
                 break;
             }
@@ -186,7 +207,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let now = self.clock.now();
         let key = (object.kind, object.key());
-        let existing = state.objects.get(&key).map(|e| &e.object);
+        let existing = state.objects.get(&key).map(|e| &*e.object);
         let created = versioning::prepare_create(object, existing, now)?;
         Ok(self.commit(&mut state, WatchEventType::Added, created))
     }
@@ -202,7 +223,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let now = self.clock.now();
         let key = (object.kind, object.key());
-        match state.objects.get(&key).map(|e| &e.object) {
+        match state.objects.get(&key).map(|e| &*e.object) {
             Some(current) => {
                 let updated = versioning::prepare_update(object, current, false)?;
                 Ok((
@@ -288,7 +309,7 @@ impl Store for MemoryStore {
                     .history
                     .iter()
                     .filter(|e| e.revision > after)
-                    .cloned()
+                    .map(Retained::to_event)
                     .collect();
                 (replay, state.revision)
             }
@@ -334,7 +355,7 @@ impl Store for MemoryStore {
                     && task_queue::matches_worker(&e.object, request)
             })
             .min_by_key(|(_, e)| e.touched)
-            .map(|(_, e)| e.object.clone());
+            .map(|(_, e)| (*e.object).clone());
         let Some(mut task) = candidate else {
             return Ok(None);
         };

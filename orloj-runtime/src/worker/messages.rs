@@ -539,8 +539,13 @@ impl Worker {
                 return Settle::Nak(Duration::from_secs(1));
             }
         };
+        // The status of `task` when this handler wrote it itself (no need to parse it again).
+        let mut known: Option<TaskStatus> = None;
         loop {
-            let status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
+            let status = match known.take() {
+                Some(status) => status,
+                None => resources::status_of::<TaskSpec>(&task).unwrap_or_default(),
+            };
             match status.phase.as_str() {
                 "Succeeded" | "Failed" | "DeadLetter" | "Cancelled" => {
                     md.forget(&key);
@@ -609,7 +614,11 @@ impl Worker {
                 }
             }
             match self.run_step(md, &task, status, index).await {
-                Ok(StepEnd::Continue(next)) => task = *next,
+                Ok(StepEnd::Continue(next)) => {
+                    let (written, written_status) = *next;
+                    task = written;
+                    known = Some(written_status);
+                }
                 Ok(StepEnd::Settled(settle)) => return settle,
                 Err(e) => {
                     tracing::warn!(task = %key, error = %e, "agent message step failed to persist; retrying");
@@ -689,13 +698,14 @@ impl Worker {
                     self.finalize(task, status, Ok(()), None).await?;
                     return Ok(StepEnd::Settled(Settle::Ack));
                 }
-                let Some(written) = self.persist_step(md, task, &status).await? else {
+                let Some((written, written_status)) = self.persist_step(md, task, &status).await?
+                else {
                     return Ok(StepEnd::Settled(Settle::Ack));
                 };
                 for m in status.messages.iter().skip(before) {
                     self.publish_message(md, &written, m, None).await?;
                 }
-                Ok(StepEnd::Continue(Box::new(written)))
+                Ok(StepEnd::Continue(Box::new((written, written_status))))
             }
             Err(f) if f.approval_pending => {
                 let f = self.record_approval(task, &prepared.authorizer, f).await;
@@ -804,13 +814,14 @@ impl Worker {
         Ok(StepEnd::Settled(Settle::Ack))
     }
 
-    /// Writes a step's progress; `None` when this worker no longer holds the task.
+    /// Writes a step's progress; `None` when this worker no longer holds the task. Returns the
+    /// task as written and its status (so the next step need not parse it again).
     async fn persist_step(
         &self,
         md: &MessageRuntime,
         task: &Object,
         ours: &TaskStatus,
-    ) -> Result<Option<Object>> {
+    ) -> Result<Option<(Object, TaskStatus)>> {
         let mut delay = Duration::from_millis(50);
         let deadline = tokio::time::Instant::now() + self.config.lease_duration / 2;
         loop {
@@ -820,17 +831,26 @@ impl Worker {
                 now + chrono::Duration::from_std(self.config.lease_duration).unwrap_or_default(),
             );
             let now_s = format_time(now);
+            let me = self.config.worker_id.clone();
+            // `ours` is `task`'s status plus this step's engine progress (trace, messages, joins,
+            // output), which the change writes anyway: start from it instead of parsing `task`.
             let written = self
-                .write_status_latest(task, |s| {
-                    merge_progress(s, ours);
-                    s.output = ours.output.clone();
-                    s.lease_until = lease_until.clone();
-                    s.last_heartbeat = now_s.clone();
-                })
+                .cas_status_typed(
+                    task,
+                    true,
+                    Some(ours.clone()),
+                    move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
+                    |s| {
+                        merge_progress(s, ours);
+                        s.output = ours.output.clone();
+                        s.lease_until = lease_until.clone();
+                        s.last_heartbeat = now_s.clone();
+                    },
+                )
                 .await;
             match written {
                 Ok(w) => {
-                    if let Some(w) = &w {
+                    if let Some((w, _)) = &w {
                         md.own(w);
                     }
                     return Ok(w);
@@ -953,7 +973,7 @@ impl Worker {
 /// How a step ended for the delivery being handled.
 enum StepEnd {
     /// Persisted; the task as written, to look at the next open message.
-    Continue(Box<Object>),
+    Continue(Box<(Object, TaskStatus)>),
     /// Done with this delivery.
     Settled(Settle),
 }

@@ -854,20 +854,41 @@ impl Worker {
     async fn cas_status(
         &self,
         task: &Object,
-        mut trust_given: bool,
+        trust_given: bool,
         holds: impl Fn(&TaskStatus) -> bool,
         change: impl Fn(&mut TaskStatus),
     ) -> Result<Option<Object>> {
+        let base = None;
+        Ok(self
+            .cas_status_typed(task, trust_given, base, holds, change)
+            .await?
+            .map(|(o, _)| o))
+    }
+
+    /// [`Self::cas_status`], also returning the status as written. `base`, when given, is
+    /// `task`'s status already parsed (saves parsing it again on the first attempt).
+    async fn cas_status_typed(
+        &self,
+        task: &Object,
+        mut trust_given: bool,
+        mut base: Option<TaskStatus>,
+        holds: impl Fn(&TaskStatus) -> bool,
+        change: impl Fn(&mut TaskStatus),
+    ) -> Result<Option<(Object, TaskStatus)>> {
         let mut last = Error::conflict("task status write did not run");
         for attempt in 0..CAS_ATTEMPTS {
-            let fresh = if std::mem::take(&mut trust_given) {
+            let trusted = std::mem::take(&mut trust_given);
+            let fresh = if trusted {
                 task.clone()
             } else {
                 self.store
                     .get(Kind::Task, task.namespace(), task.name())
                     .await?
             };
-            let mut status = resources::status_of::<TaskSpec>(&fresh).unwrap_or_default();
+            let mut status = match base.take().filter(|_| trusted) {
+                Some(parsed) => parsed,
+                None => resources::status_of::<TaskSpec>(&fresh).unwrap_or_default(),
+            };
             if !holds(&status) {
                 tracing::warn!(task = %task.key(), "task no longer held; status not written");
                 return Ok(None);
@@ -887,7 +908,7 @@ impl Worker {
                 )
                 .await
             {
-                Ok(o) => return Ok(Some(o)),
+                Ok(o) => return Ok(Some((o, status))),
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     last = e;
                     if attempt > 0 {
