@@ -91,8 +91,14 @@ pub fn prepare_status(
     status: serde_json::Value,
 ) -> Result<Object> {
     check_expected(current, expected)?;
-    let mut object = current.clone();
-    object.status = status;
+    // Not `current.clone()`: the old status (the bulk of a task) would be copied to be dropped.
+    let mut object = Object {
+        api_version: current.api_version.clone(),
+        kind: current.kind,
+        metadata: current.metadata.clone(),
+        spec: current.spec.clone(),
+        status,
+    };
     bump(&mut object);
     Ok(object)
 }

@@ -831,22 +831,15 @@ impl Worker {
                 now + chrono::Duration::from_std(self.config.lease_duration).unwrap_or_default(),
             );
             let now_s = format_time(now);
-            let me = self.config.worker_id.clone();
             // `ours` is `task`'s status plus this step's engine progress (trace, messages, joins,
             // output), which the change writes anyway: start from it instead of parsing `task`.
             let written = self
-                .cas_status_typed(
-                    task,
-                    true,
-                    Some(ours.clone()),
-                    move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
-                    |s| {
-                        merge_progress(s, ours);
-                        s.output = ours.output.clone();
-                        s.lease_until = lease_until.clone();
-                        s.last_heartbeat = now_s.clone();
-                    },
-                )
+                .write_status_latest(task, ours.clone(), |s| {
+                    merge_progress(s, ours);
+                    s.output = ours.output.clone();
+                    s.lease_until = lease_until.clone();
+                    s.last_heartbeat = now_s.clone();
+                })
                 .await;
             match written {
                 Ok(w) => {

@@ -794,7 +794,10 @@ impl Worker {
         // Message-driven callers pass the task as they last wrote it; sequential runs renew
         // the lease meanwhile, so their copy is stale.
         let written = if self.config.execution_mode == ExecutionMode::MessageDriven {
-            self.write_status_latest(task, |s| apply(s)).await?
+            // Their `ours` is that task's status plus the run's progress: start from it.
+            self.write_status_latest(task, ours, |s| apply(s))
+                .await?
+                .map(|(o, _)| o)
         } else {
             self.write_status(task, |s| apply(s)).await?
         };
@@ -834,17 +837,21 @@ impl Worker {
         self.cas_status(task, false, holds, change).await
     }
 
-    /// Like [`Self::write_status`], but first tries `task` as the current version (saving a
-    /// read when the caller holds the object it last wrote); re-reads after a conflict.
+    /// Like [`Self::write_status`], but first tries `task` as the current version with `base`
+    /// as its status (the caller's status of `task`, possibly with engine progress the change
+    /// writes anyway), saving a read and a parse; re-reads after a conflict. Returns the written
+    /// task and status.
     async fn write_status_latest(
         &self,
         task: &Object,
+        base: TaskStatus,
         change: impl Fn(&mut TaskStatus),
-    ) -> Result<Option<Object>> {
+    ) -> Result<Option<(Object, TaskStatus)>> {
         let me = self.config.worker_id.clone();
-        self.cas_status(
+        self.cas_status_typed(
             task,
             true,
+            Some(base),
             move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
             change,
         )
@@ -878,16 +885,19 @@ impl Worker {
         let mut last = Error::conflict("task status write did not run");
         for attempt in 0..CAS_ATTEMPTS {
             let trusted = std::mem::take(&mut trust_given);
-            let fresh = if trusted {
-                task.clone()
+            let read;
+            let fresh: &Object = if trusted {
+                task
             } else {
-                self.store
+                read = self
+                    .store
                     .get(Kind::Task, task.namespace(), task.name())
-                    .await?
+                    .await?;
+                &read
             };
             let mut status = match base.take().filter(|_| trusted) {
                 Some(parsed) => parsed,
-                None => resources::status_of::<TaskSpec>(&fresh).unwrap_or_default(),
+                None => resources::status_of::<TaskSpec>(fresh).unwrap_or_default(),
             };
             if !holds(&status) {
                 tracing::warn!(task = %task.key(), "task no longer held; status not written");
