@@ -174,7 +174,11 @@ fn all_tasks(server: &Orlojd) -> Vec<Value> {
 }
 
 fn wait_terminal(cluster: &Cluster, namespace: &str, name: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    wait_terminal_within(cluster, namespace, name, Duration::from_secs(120))
+}
+
+fn wait_terminal_within(cluster: &Cluster, namespace: &str, name: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
     loop {
         let t = get_task(&cluster.server, namespace, name);
         let phase = t["status"]["phase"].as_str().unwrap_or("").to_string();
@@ -554,11 +558,16 @@ fn workers_ride_out_a_nats_outage_without_repeating_a_step() {
         std::thread::sleep(Duration::from_millis(20));
     }
     nats.kill();
-    std::thread::sleep(Duration::from_secs(3));
+    // Longer than a publish waits for its acknowledgement (5 s), so publishes fail meanwhile.
+    std::thread::sleep(Duration::from_secs(8));
     nats.restart();
 
+    // Not a speed check: the workers must resume by themselves once NATS is back, not by
+    // waiting out JetStream's 2-minute redelivery of the deliveries they could not settle.
+    let resumed_by = Instant::now() + Duration::from_secs(60);
     for i in 0..tasks {
-        let t = wait_terminal(&cluster, "default", &format!("chain-{i}"));
+        let left = resumed_by.saturating_duration_since(Instant::now());
+        let t = wait_terminal_within(&cluster, "default", &format!("chain-{i}"), left);
         assert_eq!(
             t["status"]["phase"], "Succeeded",
             "chain-{i}: {:#}",

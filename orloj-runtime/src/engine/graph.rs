@@ -6,7 +6,7 @@
 //! kickoff messages of the entry agents, [`GraphRun::process`] runs the target agent of one
 //! queued message and records its handoffs, and [`GraphRun::finish`] writes the summary. Every
 //! state change lands in the status (messages, join states, trace, output), so the message-driven
-//! mode can drive the same machine one delivered message at a time; [`run_sequential`] walks it
+//! mode can drive the same machine one delivered message at a time; the sequential worker walks it
 //! in process. Both produce the same trace, messages and output.
 
 use super::agent_turn::{AgentRunner, TokenBudget, TurnInput, TurnOutcome};
@@ -1119,21 +1119,6 @@ impl<'a> GraphRun<'a> {
         }
         self.task_trace(status, "task_summary", message);
     }
-}
-
-/// Walks the whole graph in process (sequential mode): kickoff, then the queued messages in
-/// FIFO order until none is left, then the summary.
-pub async fn run_sequential(
-    run: &mut GraphRun<'_>,
-    status: &mut TaskStatus,
-    runner: &AgentRunner,
-) -> Result<(), StepFailure> {
-    run.kickoff(status);
-    while let Some(index) = run.next_queued(status) {
-        run.process(status, index, runner).await?;
-    }
-    run.finish(status);
-    Ok(())
 }
 
 #[cfg(test)]

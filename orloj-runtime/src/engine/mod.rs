@@ -2,7 +2,7 @@
 //!
 //! * [`agent_turn`]: one agent's bounded model↔tool loop ([`agent_turn::AgentRunner`]).
 //! * [`graph`]: validation at claim time, entry agents / linear order, and the graph walk as a
-//!   state machine over a task's status ([`graph::GraphRun`]); [`graph::run_sequential`] drives
+//!   state machine over a task's status ([`graph::GraphRun`]); the worker drives
 //!   it in process.
 //! * [`failure`]: retryability of failure reasons and the task retry delay (§2.3).
 

@@ -311,17 +311,17 @@ impl Worker {
         );
         run.kickoff(&mut status);
         let consume = md.config.consume;
-        let ours = status.clone();
-        let Some(written) = self
-            .write_status(&task, |s| {
-                merge_progress(s, &ours);
-                s.output = ours.output.clone();
+        // `task` is as the claim (or the approval resume) just wrote it; `status` is its status
+        // plus the kickoff.
+        let Some((written, written_status)) = self
+            .write_status_latest(&task, status.clone(), |s| {
+                merge_progress(s, &status);
+                s.output = status.output.clone();
             })
             .await?
         else {
             return Ok(TaskResult::LeaseLost);
         };
-        let written_status = resources::status_of::<TaskSpec>(&written).unwrap_or_default();
         let rv = written.metadata.resource_version.clone();
         let open: Vec<TaskMessage> = open_messages(&written_status, written_status.attempts)
             .map(|(_, m)| m.clone())

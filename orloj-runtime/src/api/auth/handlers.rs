@@ -365,12 +365,7 @@ async fn change_password(
         .ok_or_else(|| unauthorized("change-password needs a login session"))?;
     let req: ChangePassword = body(&bytes)?;
     verify(&auth, &username, req.current_password).await?;
-    check_password(&req.new_password)?;
-    let password_hash = hash(&auth, req.new_password).await?;
-    auth.store
-        .update_password(&username, &password_hash, state.clock.now())
-        .await?;
-    auth.store.delete_user_sessions(&username).await?;
+    set_password(&state, &auth, &username, req.new_password).await?;
     Ok(Json(json!({"status": "password changed"})))
 }
 
@@ -395,13 +390,24 @@ async fn reset_password(
     if req.username.trim().is_empty() {
         return Err(ApiError::invalid("username is required"));
     }
-    check_password(&req.new_password)?;
-    let password_hash = hash(&auth, req.new_password).await?;
-    auth.store
-        .update_password(req.username.trim(), &password_hash, state.clock.now())
-        .await?;
-    auth.store.delete_user_sessions(req.username.trim()).await?;
+    set_password(&state, &auth, req.username.trim(), req.new_password).await?;
     Ok(Json(json!({"status": "password reset"})))
+}
+
+/// Checks and stores a new password for `username` and ends its sessions.
+async fn set_password(
+    state: &ApiState,
+    auth: &AuthState,
+    username: &str,
+    new_password: String,
+) -> ApiResult<()> {
+    check_password(&new_password)?;
+    let password_hash = hash(auth, new_password).await?;
+    auth.store
+        .update_password(username, &password_hash, state.clock.now())
+        .await?;
+    auth.store.delete_user_sessions(username).await?;
+    Ok(())
 }
 
 async fn cli_token(
