@@ -1,5 +1,5 @@
 //! orlojd's auth flags (spec §5.1, §6): mode, session TTL, env tokens, setup token, one-shot
-//! admin password reset, trusted proxies and CORS origins.
+//! admin password reset, trusted proxies, CORS origins and the server-wide rate limit.
 
 use crate::daemon::parse_duration;
 use anyhow::{Context, bail};
@@ -7,7 +7,7 @@ use chrono::Utc;
 use clap::Args;
 use orloj_core::auth::{AuthStore, Role, User};
 use orloj_runtime::api::auth::{
-    AuthConfig, AuthMode, EnvToken, MIN_PASSWORD_LEN, PasswordParams, hash_password,
+    AuthConfig, AuthMode, EnvToken, MIN_PASSWORD_LEN, PasswordParams, RateLimit, hash_password,
     parse_trusted_proxies,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -65,6 +65,14 @@ pub struct AuthArgs {
     /// Origins allowed to call the API from browsers (comma-separated; empty = same-origin).
     #[arg(long, env = "ORLOJ_CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
+
+    /// Requests per second the whole server accepts before answering 429 (0 = no limit).
+    #[arg(long, env = "ORLOJ_API_RATE_LIMIT_RPS", default_value_t = 500.0)]
+    pub api_rate_limit_rps: f64,
+
+    /// Requests the server accepts at once above that rate.
+    #[arg(long, env = "ORLOJ_API_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub api_rate_limit_burst: u32,
 }
 
 impl AuthArgs {
@@ -73,6 +81,16 @@ impl AuthArgs {
         if self.auth_session_ttl.is_zero() {
             bail!("--auth-session-ttl must be greater than zero");
         }
+        if !self.api_rate_limit_rps.is_finite() || self.api_rate_limit_rps < 0.0 {
+            bail!("--api-rate-limit-rps must be a number >= 0 (0 turns the limit off)");
+        }
+        if self.api_rate_limit_burst == 0 && self.api_rate_limit_rps > 0.0 {
+            bail!("--api-rate-limit-burst must be at least 1");
+        }
+        let global_rate_limit = (self.api_rate_limit_rps > 0.0).then_some(RateLimit {
+            per_second: self.api_rate_limit_rps,
+            burst: self.api_rate_limit_burst,
+        });
         let mut env_tokens = Vec::new();
         if let Some(list) = &self.api_tokens {
             let (tokens, skipped) =
@@ -118,6 +136,7 @@ impl AuthArgs {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            global_rate_limit,
             ..AuthConfig::default()
         })
     }

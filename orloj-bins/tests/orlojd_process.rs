@@ -20,6 +20,8 @@ fn bad_flags_fail_with_one_line_and_nonzero_exit() {
             "postgres://x/y",
         ],
         vec!["--reconcile-interval", "often"],
+        vec!["--api-rate-limit-rps", "-1"],
+        vec!["--api-rate-limit-burst", "0"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_orlojd"))
             .args(&args)
@@ -35,6 +37,35 @@ fn bad_flags_fail_with_one_line_and_nonzero_exit() {
         .expect("orlojd runs");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn orlojctl_rides_out_the_server_rate_limit() {
+    let server = Orlojd::start(&["--api-rate-limit-rps", "4", "--api-rate-limit-burst", "2"]);
+    // The limit is real: a quick burst of reads gets 429s.
+    let codes: Vec<u16> = (0..8)
+        .filter_map(|_| http(&server.url, "GET", "/v1/agents", &[], None).map(|(c, _)| c))
+        .collect();
+    assert!(
+        codes.contains(&429),
+        "no request was rate-limited: {codes:?}"
+    );
+    // orlojctl waits and sends again, so an apply of many objects still succeeds in full.
+    let yaml: String = (0..10)
+        .map(|i| {
+            format!(
+                "apiVersion: orloj.dev/v1\nkind: Agent\nmetadata:\n  name: limited-{i}\nspec:\n  model_ref: m\n  prompt: hi\n---\n"
+            )
+        })
+        .collect();
+    common::apply_yaml(&server, &yaml);
+    let listed = common::ok(server.ctl(&["get", "agents", "-o", "json"]), "get agents");
+    for i in 0..10 {
+        assert!(
+            listed.contains(&format!("limited-{i}")),
+            "limited-{i} missing: {listed}"
+        );
+    }
 }
 
 const AGENT: &str = r#"{"apiVersion":"orloj.dev/v1","kind":"Agent","metadata":{"name":"w1"},"spec":{"model_ref":"m","prompt":"hi"}}"#;

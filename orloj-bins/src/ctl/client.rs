@@ -94,6 +94,22 @@ pub struct ApiClient {
 /// Timeout for ordinary (non-streaming) requests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often a request the server rate-limited (429) is sent again before giving up.
+const RATE_LIMIT_RETRIES: u32 = 8;
+
+/// How long to wait before retry number `retry` (from 1) of a rate-limited request: the
+/// server's `Retry-After` seconds when given (at most 10 s), else 100 ms doubling per retry.
+fn retry_after(headers: &reqwest::header::HeaderMap, retry: u32) -> Duration {
+    let hinted = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match hinted {
+        Some(secs) => Duration::from_secs(secs.min(10)),
+        None => Duration::from_millis(100u64 << retry.min(6)),
+    }
+}
+
 impl ApiClient {
     /// A client for `server` (e.g. `http://127.0.0.1:8080`), sending `token` as a bearer token.
     pub fn new(server: &str, token: Option<String>) -> Result<Self, ApiError> {
@@ -170,16 +186,27 @@ impl ApiClient {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<(StatusCode, Vec<u8>), ApiError> {
-        let mut rb = self
-            .request(method, self.url(segments, query))
-            .timeout(REQUEST_TIMEOUT);
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        if let Some(rv) = if_match {
-            rb = rb.header(reqwest::header::IF_MATCH, format!("\"{rv}\""));
-        }
-        let resp = rb.send().await.map_err(|e| self.send_error(e))?;
+        let url = self.url(segments, query);
+        let mut retries = 0;
+        let resp = loop {
+            let mut rb = self
+                .request(method.clone(), url.clone())
+                .timeout(REQUEST_TIMEOUT);
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            if let Some(rv) = if_match {
+                rb = rb.header(reqwest::header::IF_MATCH, format!("\"{rv}\""));
+            }
+            let resp = rb.send().await.map_err(|e| self.send_error(e))?;
+            // A 429 is answered before the request is handled, so sending it again is safe.
+            if resp.status() == StatusCode::TOO_MANY_REQUESTS && retries < RATE_LIMIT_RETRIES {
+                retries += 1;
+                tokio::time::sleep(retry_after(resp.headers(), retries)).await;
+                continue;
+            }
+            break resp;
+        };
         let status = resp.status();
         let bytes = resp
             .bytes()

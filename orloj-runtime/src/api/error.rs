@@ -79,11 +79,19 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, code = %self.code, message = %self.message, "request failed");
         }
-        (
+        let mut response = (
             self.status,
             Json(json!({"error": self.code, "message": self.message})),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // Rate-limit buckets refill continuously; one second is always enough for a token.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -113,5 +121,23 @@ mod tests {
         }
         let e = ApiError::from(Error::unavailable("db down"));
         assert_eq!(e.message, "store unavailable: db down");
+    }
+
+    #[test]
+    fn only_rate_limit_answers_carry_retry_after() {
+        let limited = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down")
+            .into_response();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            limited.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&axum::http::HeaderValue::from_static("1"))
+        );
+        let conflict = ApiError::conflict("stale").into_response();
+        assert!(
+            conflict
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }
