@@ -4,6 +4,10 @@
 //! measured in the same run. A summary table is printed at the end; see `benches/README.md`.
 #![allow(missing_docs)]
 
+// As in orlojd and orlojworker.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, Throughput};
 use orloj_benches::raw::{BenchDb, RawJetStream, RawPostgres};
 use orloj_benches::{Dispatch, Row, quantile, render};

@@ -117,6 +117,25 @@ pub trait Store: Send + Sync + 'static {
         status: serde_json::Value,
     ) -> Result<Object>;
 
+    /// Replaces the status of `current`, which must be the object as this store last returned
+    /// it: its resourceVersion is the precondition (Conflict when the stored one differs,
+    /// NotFound when the object is gone). Spec and metadata are taken from `current`, which
+    /// lets a store write without reading the object first; the default does read it.
+    async fn update_status_of(
+        &self,
+        current: &Object,
+        status: serde_json::Value,
+    ) -> Result<Object> {
+        self.update_status(
+            current.kind,
+            current.namespace(),
+            current.name(),
+            Some(&current.metadata.resource_version),
+            status,
+        )
+        .await
+    }
+
     /// Deletes an object and returns its last state. When `expected_resource_version` is set it
     /// must match (Conflict).
     async fn delete(

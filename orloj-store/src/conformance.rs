@@ -70,6 +70,7 @@ macro_rules! store_conformance_tests {
             spec_writes_keep_status,
             upsert_creates_then_updates,
             update_status_keeps_spec,
+            update_status_of_writes_only_the_current_version,
             delete_with_precondition,
             concurrent_updates_one_wins,
             concurrent_creates_one_wins,
@@ -539,6 +540,89 @@ pub async fn update_status_keeps_spec(store: DynStore, _clock: Arc<ManualClock>)
                 .update_status(Kind::Agent, "ns", "missing", None, json!({}))
                 .await
         ),
+        ErrorKind::NotFound
+    );
+}
+
+/// `update_status_of` writes under the given object's version: stale or gone objects change
+/// nothing (no write, no event); concurrent writers of one version have one winner; a task's
+/// lease written this way decides claims like any other status write.
+pub async fn update_status_of_writes_only_the_current_version(
+    store: DynStore,
+    clock: Arc<ManualClock>,
+) {
+    let agent_v1 = store.create(agent("ns", "a")).await.expect("create");
+    let agent_v2 = store
+        .update_status_of(&agent_v1, json!({"phase": "Ready"}))
+        .await
+        .expect("status of current version");
+    assert_eq!(agent_v2.metadata.resource_version, "2");
+    assert_eq!(agent_v2.spec, agent_v1.spec);
+    assert_eq!(agent_v2.metadata.generation, 1);
+    assert_eq!(
+        store.get(Kind::Agent, "ns", "a").await.expect("get"),
+        agent_v2
+    );
+
+    let revision = store.current_revision().await.expect("revision");
+    assert_eq!(
+        kind_of(
+            store
+                .update_status_of(&agent_v1, json!({"phase": "X"}))
+                .await
+        ),
+        ErrorKind::Conflict,
+        "a stale version conflicts"
+    );
+    assert_eq!(
+        store.get(Kind::Agent, "ns", "a").await.expect("get"),
+        agent_v2,
+        "a rejected write changes nothing"
+    );
+    assert_eq!(
+        store.current_revision().await.expect("revision"),
+        revision,
+        "a rejected write records no event"
+    );
+
+    let mut stream = store.watch(None, Some(revision)).await.expect("watch");
+    let created = store.create(task("ns", "t")).await.expect("create");
+    let lease = task_queue::format_time(clock.now() + chrono::Duration::seconds(30));
+    let mut handles = Vec::new();
+    for i in 0..6 {
+        let store = store.clone();
+        let created = created.clone();
+        let status = json!({
+            "phase": "Running", "claimedBy": format!("w{i}"), "assignedWorker": format!("w{i}"),
+            "leaseUntil": lease, "attempts": 1
+        });
+        handles.push(tokio::spawn(async move {
+            store.update_status_of(&created, status).await
+        }));
+    }
+    let mut wins = Vec::new();
+    for h in handles {
+        match h.await.expect("join") {
+            Ok(o) => wins.push(o),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+        }
+    }
+    assert_eq!(wins.len(), 1, "exactly one status write of a version wins");
+    let stored = store.get(Kind::Task, "ns", "t").await.expect("get");
+    assert_eq!(stored, wins[0]);
+    assert_eq!(next_event(&mut stream).await.object, created);
+    let event = next_event(&mut stream).await;
+    assert_eq!(event.event_type, WatchEventType::Updated);
+    assert_eq!(event.object, stored);
+    // The lease it wrote holds off other claimers.
+    assert!(claim(&store, "other").await.is_none(), "lease is held");
+
+    store
+        .delete(Kind::Task, "ns", "t", None)
+        .await
+        .expect("delete");
+    assert_eq!(
+        kind_of(store.update_status_of(&stored, json!({})).await),
         ErrorKind::NotFound
     );
 }

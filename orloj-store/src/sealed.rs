@@ -363,6 +363,23 @@ impl Store for SealedStore {
         Ok(self.unseal_or_redact(stored))
     }
 
+    async fn update_status_of(&self, current: &Object, status: Value) -> Result<Object> {
+        if current.kind == Kind::Secret {
+            // `current` holds unsealed values; the stored object is the sealed one.
+            return self
+                .update_status(
+                    current.kind,
+                    current.namespace(),
+                    current.name(),
+                    Some(&current.metadata.resource_version),
+                    status,
+                )
+                .await;
+        }
+        let stored = self.inner.update_status_of(current, status).await?;
+        Ok(self.unseal_or_redact(stored))
+    }
+
     async fn delete(
         &self,
         kind: Kind,

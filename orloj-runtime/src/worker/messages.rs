@@ -19,7 +19,9 @@ use crate::events::Event;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use orloj_core::bus::{AgentMessage, Bus, ConsumerConfig, Delivery, Outgoing, inbox_subject};
-use orloj_core::resources::{self, TaskMessage, TaskSpec, TaskStatus, parse_duration};
+use orloj_core::resources::{
+    self, TaskHistoryEvent, TaskMessage, TaskSpec, TaskStatus, parse_duration,
+};
 use orloj_core::task_queue::format_time;
 use orloj_core::{ErrorKind, Kind, Object, Result};
 use std::collections::HashMap;
@@ -67,6 +69,10 @@ pub(super) struct MessageRuntime {
     prepared: Arc<Mutex<HashMap<RunKey, Arc<Prepared>>>>,
     /// Tasks whose lease this worker keeps while their messages flow.
     owned: Arc<Mutex<HashMap<String, Owned>>>,
+    /// An owned task as this worker last wrote it, with its status: the next message of the
+    /// task starts from it instead of reading and parsing the task again. A stale entry is
+    /// caught by the compare-and-swap of the step's write.
+    latest: Arc<Mutex<HashMap<String, (Object, TaskStatus)>>>,
     /// Lease ends of tasks another worker holds, as last read: their messages are skipped
     /// without a store read until then.
     others: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
@@ -97,8 +103,35 @@ impl MessageRuntime {
             locks: Arc::default(),
             prepared: Arc::default(),
             owned: Arc::default(),
+            latest: Arc::default(),
             others: Arc::default(),
         }
+    }
+
+    /// Keeps `task` (as this worker just wrote it) and its status for the task's next message,
+    /// while the task is owned.
+    fn remember(&self, task: Object, status: TaskStatus) {
+        let key = task.key();
+        if !self
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+        {
+            return;
+        }
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (task, status));
+    }
+
+    /// Takes what [`Self::remember`] kept for `key`.
+    fn recall(&self, key: &str) -> Option<(Object, TaskStatus)> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
     }
 
     fn lock_for(&self, key: &str) -> TaskLock {
@@ -114,6 +147,7 @@ impl MessageRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+        self.recall(key);
         self.prepared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -286,9 +320,22 @@ impl Worker {
     }
 
     /// Claim path of message-driven mode: records the kickoff (unless this attempt already has
-    /// one — a takeover), persists it, then publishes every open message of the attempt.
-    pub(super) async fn kickoff_held(&self, task: Object) -> Result<TaskResult> {
+    /// one — a takeover) and `claim` (the claim's history entry, when the claim did not write
+    /// it), persists them, then publishes every open message of the attempt.
+    pub(super) async fn kickoff_held(
+        &self,
+        task: Object,
+        claim: Option<TaskHistoryEvent>,
+    ) -> Result<TaskResult> {
         let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
+        let record_claim = |s: &mut TaskStatus| {
+            if let Some(claim) = &claim
+                && !s.history.contains(claim)
+            {
+                push_history(s, claim.clone());
+            }
+        };
+        record_claim(&mut status);
         let Some(md) = self.message_runtime().cloned() else {
             let failure = StepFailure {
                 reason: "task execution mode message-driven requires configured agent message bus"
@@ -315,6 +362,7 @@ impl Worker {
         // plus the kickoff.
         let Some((written, written_status)) = self
             .write_status_latest(&task, status.clone(), |s| {
+                record_claim(s);
                 merge_progress(s, &status);
                 s.output = status.output.clone();
             })
@@ -323,22 +371,28 @@ impl Worker {
             return Ok(TaskResult::LeaseLost);
         };
         let rv = written.metadata.resource_version.clone();
-        let open: Vec<TaskMessage> = open_messages(&written_status, written_status.attempts)
-            .map(|(_, m)| m.clone())
+        // A fresh dedupe id per recorded state: a takeover must republish what the previous
+        // holder may have published already.
+        let outgoing: Vec<Outgoing> = open_messages(&written_status, written_status.attempts)
+            .map(|(_, m)| outgoing(&md, &written, m, Some(&rv)))
             .collect();
-        for m in &open {
-            // A fresh dedupe id per recorded state: a takeover must republish what the
-            // previous holder may have published already.
-            self.publish_message(&md, &written, m, Some(&rv)).await?;
-        }
+        let key = written.key();
+        let (namespace, name) = (written.namespace().to_string(), written.name().to_string());
         if consume {
+            // Before publishing: the first message may be handled at once.
             md.own(&written);
-        } else if let Err(e) = self
-            .store
-            .release_task(written.namespace(), written.name(), &self.config.worker_id)
-            .await
+            md.remember(written, written_status);
+        }
+        for message in outgoing {
+            self.publish_outgoing(&md, &key, message).await?;
+        }
+        if !consume
+            && let Err(e) = self
+                .store
+                .release_task(&namespace, &name, &self.config.worker_id)
+                .await
         {
-            tracing::warn!(task = %written.key(), error = %e, "handing the task to consumers failed");
+            tracing::warn!(task = %key, error = %e, "handing the task to consumers failed");
         }
         Ok(TaskResult::Written("Running".into()))
     }
@@ -351,7 +405,17 @@ impl Worker {
         m: &TaskMessage,
         republish_of: Option<&str>,
     ) -> Result<()> {
-        let outgoing = outgoing(md, task, m, republish_of);
+        self.publish_outgoing(md, &task.key(), outgoing(md, task, m, republish_of))
+            .await
+    }
+
+    /// Publishes one recorded message of task `key` (see [`Self::publish_message`]).
+    async fn publish_outgoing(
+        &self,
+        md: &MessageRuntime,
+        key: &str,
+        outgoing: Outgoing,
+    ) -> Result<()> {
         // The step is recorded; its successor must reach the bus. While the bus is away keep
         // trying (the lease is renewed meanwhile); shutdown aborts this after the drain time
         // and whoever takes the lease over republishes.
@@ -360,7 +424,7 @@ impl Worker {
             match md.bus.publish(outgoing.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) => {
-                    tracing::warn!(task = %task.key(), message = %m.message_id, error = %e, retry_in = ?delay, "publishing agent message failed; retrying");
+                    tracing::warn!(task = %key, subject = %outgoing.subject, error = %e, retry_in = ?delay, "publishing agent message failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -526,37 +590,84 @@ impl Worker {
         }
         let lock = md.lock_for(&key);
         let _guard = lock.lock().await;
-        let mut task = match self.store.get(Kind::Task, &namespace, &name).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Settle::Term(format!(
+        let (settle, latest) = self.handle_locked(md, msg, &key, &namespace, &name).await;
+        if let Some((task, status)) = latest {
+            // Still under the task's lock: its next message starts from here.
+            md.remember(task, status);
+        }
+        settle
+    }
+
+    /// [`Self::handle_message`] under the task's lock; also returns the task as this worker
+    /// last wrote it (and its status) while it still runs the task.
+    async fn handle_locked(
+        &self,
+        md: &MessageRuntime,
+        msg: &AgentMessage,
+        key: &str,
+        namespace: &str,
+        name: &str,
+    ) -> (Settle, Option<(Object, TaskStatus)>) {
+        let read = || async {
+            match self.store.get(Kind::Task, namespace, name).await {
+                Ok(t) => Ok(t),
+                Err(e) if e.kind() == ErrorKind::NotFound => Err(Settle::Term(format!(
                     "message {} is for unknown task {key}",
                     msg.message_id
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(task = %key, error = %e, "reading task for agent message failed");
-                return Settle::Nak(Duration::from_secs(1));
+                ))),
+                Err(e) => {
+                    tracing::warn!(task = %key, error = %e, "reading task for agent message failed");
+                    Err(Settle::Nak(Duration::from_secs(1)))
+                }
             }
         };
-        // The status of `task` when this handler wrote it itself (no need to parse it again).
+        // The status of `task` when this worker wrote it itself (no need to parse it again).
         let mut known: Option<TaskStatus> = None;
+        // Whether `task` is this worker's last write rather than a fresh read: trusted only
+        // for the common case (its open message, its lease), read again for anything else.
+        let mut remembered = false;
+        let mut task = match md.recall(key) {
+            Some((task, status)) => {
+                known = Some(status);
+                remembered = true;
+                task
+            }
+            None => match read().await {
+                Ok(t) => t,
+                Err(settle) => return (settle, None),
+            },
+        };
         loop {
             let status = match known.take() {
                 Some(status) => status,
                 None => resources::status_of::<TaskSpec>(&task).unwrap_or_default(),
             };
+            if remembered {
+                remembered = false;
+                let usual = status.phase == "Running"
+                    && status.claimed_by == self.config.worker_id
+                    && status.messages.iter().any(|m| {
+                        m.message_id == msg.message_id && m.attempt == msg.attempt && is_open(m)
+                    });
+                if !usual {
+                    task = match read().await {
+                        Ok(t) => t,
+                        Err(settle) => return (settle, None),
+                    };
+                    continue;
+                }
+            }
             match status.phase.as_str() {
                 "Succeeded" | "Failed" | "DeadLetter" | "Cancelled" => {
-                    md.forget(&key);
-                    return Settle::Ack;
+                    md.forget(key);
+                    return (Settle::Ack, None);
                 }
                 // The approval sweep republishes the waiting message when it resumes the task.
-                "WaitingApproval" => return Settle::Ack,
+                "WaitingApproval" => return (Settle::Ack, None),
                 "Running" => {}
                 other => {
                     tracing::debug!(task = %key, phase = %other, "agent message for a task that is not running");
-                    return Settle::Ack;
+                    return (Settle::Ack, None);
                 }
             }
             let Some(record) = status
@@ -565,15 +676,20 @@ impl Worker {
                 .find(|m| m.message_id == msg.message_id && m.attempt == msg.attempt)
             else {
                 if msg.attempt != status.attempts {
-                    return Settle::Ack; // a message of an earlier attempt
+                    return (Settle::Ack, None); // a message of an earlier attempt
                 }
-                return Settle::Term(format!(
-                    "message {} is not recorded on task {key}",
-                    msg.message_id
-                ));
+                return (
+                    Settle::Term(format!(
+                        "message {} is not recorded on task {key}",
+                        msg.message_id
+                    )),
+                    None,
+                );
             };
             if !is_open(record) {
-                return Settle::Ack;
+                // Usually the message this handler just ran: keep the task as written.
+                let mine = status.claimed_by == self.config.worker_id;
+                return (Settle::Ack, mine.then_some((task, status)));
             }
             // Owner-only execution (§5.7).
             let now = self.clock.now();
@@ -583,34 +699,34 @@ impl Worker {
                 if !expired {
                     // The holder is alive and has its own delivery; if it dies, whoever takes
                     // the lease over republishes the open messages.
-                    md.note_elsewhere(&key, lease_end(&status));
-                    return Settle::Ack;
+                    md.note_elsewhere(key, lease_end(&status));
+                    return (Settle::Ack, None);
                 }
-                md.note_elsewhere(&key, None);
+                md.note_elsewhere(key, None);
                 match self.take_over(&task, &msg.message_id).await {
                     Ok(Some(t)) => {
                         task = t;
                         md.own(&task);
                         continue;
                     }
-                    Ok(None) => return Settle::Nak(Duration::from_millis(200)),
+                    Ok(None) => return (Settle::Nak(Duration::from_millis(200)), None),
                     Err(e) => {
                         tracing::warn!(task = %key, error = %e, "taking the task over failed");
-                        return Settle::Nak(Duration::from_secs(1));
+                        return (Settle::Nak(Duration::from_secs(1)), None);
                     }
                 }
             }
             md.own(&task);
             // The oldest open message runs first, so both modes keep the recorded order.
             let Some((index, head)) = open_messages(&status, status.attempts).next() else {
-                return Settle::Ack;
+                return (Settle::Ack, None);
             };
             if head.phase == "RetryPending" {
                 let due = chrono::DateTime::parse_from_rfc3339(&head.next_attempt_at)
                     .map(|t| t.with_timezone(&chrono::Utc))
                     .unwrap_or(now);
                 if due > now {
-                    return Settle::Nak((due - now).to_std().unwrap_or_default());
+                    return (Settle::Nak((due - now).to_std().unwrap_or_default()), None);
                 }
             }
             match self.run_step(md, &task, status, index).await {
@@ -619,10 +735,10 @@ impl Worker {
                     task = written;
                     known = Some(written_status);
                 }
-                Ok(StepEnd::Settled(settle)) => return settle,
+                Ok(StepEnd::Settled(settle)) => return (settle, None),
                 Err(e) => {
                     tracing::warn!(task = %key, error = %e, "agent message step failed to persist; retrying");
-                    return Settle::Nak(Duration::from_secs(1));
+                    return (Settle::Nak(Duration::from_secs(1)), None);
                 }
             }
         }
@@ -901,6 +1017,8 @@ impl Worker {
                 }
             };
             md.own(&task);
+            // The renewal wrote a new version: a remembered one would only cost a conflict.
+            md.recall(&key);
             if owned.republished.is_some_and(|at| now - at < quiet) {
                 continue;
             }
@@ -951,6 +1069,7 @@ impl Worker {
             .drain()
             .map(|(_, o)| (o.namespace, o.name))
             .collect();
+        md.latest.lock().unwrap_or_else(|e| e.into_inner()).clear();
         for (ns, name) in owned {
             if let Err(e) = self
                 .store

@@ -376,6 +376,11 @@ impl Worker {
             ),
         );
         self.log(&task, claim.message.clone()).await;
+        if self.config.execution_mode == ExecutionMode::MessageDriven {
+            // The kickoff write records the claim too: one status write fewer per task.
+            self.publish(&task, "claimed", &claim.message);
+            return self.kickoff_held(task, Some(claim)).await;
+        }
         let Some(task) = self
             .write_status(&task, |status| {
                 push_history(status, claim.clone());
@@ -399,7 +404,7 @@ impl Worker {
 
     async fn run_held(&self, task: Object) -> Result<TaskResult> {
         if self.config.execution_mode == ExecutionMode::MessageDriven {
-            return self.kickoff_held(task).await;
+            return self.kickoff_held(task, None).await;
         }
         let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
         let outcome = {
@@ -907,17 +912,7 @@ impl Worker {
             cap(&mut status);
             let value = serde_json::to_value(&status)
                 .map_err(|e| Error::internal(format!("serializing task status: {e}")))?;
-            match self
-                .store
-                .update_status(
-                    Kind::Task,
-                    task.namespace(),
-                    task.name(),
-                    Some(&fresh.metadata.resource_version),
-                    value,
-                )
-                .await
-            {
+            match self.store.update_status_of(fresh, value).await {
                 Ok(o) => return Ok(Some((o, status))),
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     last = e;
@@ -943,16 +938,17 @@ impl Worker {
         let mut poll =
             tokio::time::interval(self.config.poll_interval.max(Duration::from_millis(1)));
         let mut running: JoinSet<()> = JoinSet::new();
-        // The consumer runs inside this future (not spawned) so that dropping the worker's
-        // future stops everything it does, as a killed process would.
+        // The consumer runs on its own task (a claim poll must not hold up deliveries); the
+        // handle aborts it when dropped, so dropping the worker's future stops everything it
+        // does, as a killed process would.
         let consumers = cancel.child_token();
         let consuming = self.config.execution_mode == ExecutionMode::MessageDriven
             && self.messages.as_ref().is_some_and(|md| md.config.consume);
         let (subscribed_tx, subscribed) = tokio::sync::watch::channel(!consuming);
-        let consumer = self
-            .clone()
-            .consume_messages(consumers.clone(), subscribed_tx);
-        tokio::pin!(consumer);
+        let mut consumer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            self.clone()
+                .consume_messages(consumers.clone(), subscribed_tx),
+        ));
         let mut consumer_done = !consuming;
         loop {
             tokio::select! {
@@ -1016,7 +1012,7 @@ impl Worker {
             },
             async {
                 if !consumer_done {
-                    (&mut consumer).await;
+                    let _ = (&mut consumer).await;
                 }
             }
         );

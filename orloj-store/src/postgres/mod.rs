@@ -56,6 +56,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// A pooled connection idle this long is pinged before it is handed out.
+const IDLE_PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// The migrations in `orloj-store/migrations`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -161,6 +163,17 @@ impl PostgresStore {
             .max_lifetime(options.conn_max_lifetime)
             .idle_timeout(options.idle_timeout)
             .acquire_timeout(options.acquire_timeout)
+            // Ping only connections that sat idle: a connection in steady use has just proven
+            // itself, and a ping per acquire is a round trip on every store call.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(dsn)
             .await
             .map_err(|e| error::map(e).context("connecting to postgres"))?;
@@ -246,11 +259,27 @@ impl PostgresStore {
         object: &Object,
         now: DateTime<Utc>,
     ) -> std::result::Result<u64, sqlx::Error> {
+        self.write_if(conn, op, object, now, None)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// [`Self::write`]; with `expected_version` (updates only) nothing is written, and `None`
+    /// returned, unless the stored object has that resourceVersion.
+    async fn write_if(
+        &self,
+        conn: &mut PgConnection,
+        op: Write,
+        object: &Object,
+        now: DateTime<Utc>,
+        expected_version: Option<&str>,
+    ) -> std::result::Result<Option<u64>, sqlx::Error> {
         let statements = sql::for_kind(object.kind);
-        let statement = match op {
-            Write::Insert => &statements.insert,
-            Write::Update => &statements.update,
-            Write::Delete => &statements.delete,
+        let statement = match (op, expected_version) {
+            (Write::Insert, _) => &statements.insert,
+            (Write::Update, None) => &statements.update,
+            (Write::Update, Some(_)) => &statements.update_if_version,
+            (Write::Delete, _) => &statements.delete,
         };
         let retention =
             i64::try_from(self.inner.options.event_retention.max(1)).unwrap_or(i64::MAX);
@@ -267,8 +296,11 @@ impl PostgresStore {
                 .bind(status_time(object, "leaseUntil"))
                 .bind(status_time(object, "nextAttemptAt"));
         }
-        let revision = query.fetch_one(conn).await?;
-        Ok(u64::try_from(revision).unwrap_or(0))
+        if let Some(version) = expected_version {
+            query = query.bind(version);
+        }
+        let revision = query.fetch_optional(conn).await?;
+        Ok(revision.map(|r| u64::try_from(r).unwrap_or(0)))
     }
 
     /// Updates a locked row and commits.
@@ -603,6 +635,48 @@ impl Store for PostgresStore {
             let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
             let updated = versioning::prepare_status(&current, expected_resource_version, status)?;
             self.commit_update(tx, updated, now).await
+        })
+        .await
+    }
+
+    async fn update_status_of(&self, current: &Object, status: Value) -> Result<Object> {
+        let version = current.metadata.resource_version.as_str();
+        if version.is_empty() {
+            // No precondition to write under: take the locked read path.
+            return self
+                .update_status(
+                    current.kind,
+                    current.namespace(),
+                    current.name(),
+                    None,
+                    status,
+                )
+                .await;
+        }
+        self.timed("update status", async {
+            let now = self.inner.clock.now();
+            let updated = versioning::prepare_status(current, None, status)?;
+            let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
+            // One statement: lock the row if it still has `version`, bump, record, write.
+            let written = self
+                .write_if(&mut conn, Write::Update, &updated, now, Some(version))
+                .await
+                .map_err(error::map)?;
+            match written {
+                Some(_) => Ok(updated),
+                None => {
+                    // Gone, or written meanwhile: say which.
+                    let stored = self
+                        .get(current.kind, current.namespace(), current.name())
+                        .await?;
+                    versioning::check_expected(&stored, Some(version))?;
+                    Err(Error::conflict(format!(
+                        "{} {:?} was modified concurrently; retry",
+                        current.kind,
+                        current.key()
+                    )))
+                }
+            }
         })
         .await
     }

@@ -16,6 +16,9 @@ pub(crate) struct KindSql {
     pub list: Arc<str>,
     pub insert: Arc<str>,
     pub update: Arc<str>,
+    /// `update` only while the stored resourceVersion is the last parameter ($10 for tasks, $8
+    /// otherwise); no row when it is not.
+    pub update_if_version: Arc<str>,
     pub delete: Arc<str>,
 }
 
@@ -29,8 +32,19 @@ pub(crate) fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
 /// Parameters shared by every write: $1 key, $2 payload, $3 now, $4 kind, $5 namespace,
 /// $6 name, $7 retention. Tasks add $8 lease_until, $9 next_attempt_at.
 fn write_prefix(event_type: &str) -> String {
+    guarded_write_prefix("", event_type)
+}
+
+/// [`write_prefix`] preceded by `guard`: empty, or a CTE named `cur` (text ending in `, `);
+/// then the revision is bumped, and the event written, only when `cur` has a row.
+fn guarded_write_prefix(guard: &str, event_type: &str) -> String {
+    let (guard, cond) = if guard.is_empty() {
+        (String::new(), "")
+    } else {
+        (guard.to_string(), " WHERE EXISTS (SELECT 1 FROM cur)")
+    };
     format!(
-        "WITH rev AS (UPDATE store_revision SET revision = revision + 1 RETURNING revision), \
+        "WITH {guard}rev AS (UPDATE store_revision SET revision = revision + 1{cond} RETURNING revision), \
          pruned AS (DELETE FROM store_events WHERE revision <= (SELECT revision FROM rev) - $7), \
          ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
                 SELECT revision, $4, $5, $6, '{event_type}', $2, $3 FROM rev)"
@@ -49,6 +63,7 @@ fn build(kind: Kind) -> KindSql {
     } else {
         ("", "", "")
     };
+    let version_param = if task { "$10" } else { "$8" };
     let s = |text: String| -> Arc<str> { Arc::from(text) };
     KindSql {
         get: s(format!("SELECT payload FROM {t} WHERE name = $1")),
@@ -76,6 +91,20 @@ fn build(kind: Kind) -> KindSql {
                       FROM rev WHERE {t}.name = $1) \
              SELECT revision FROM rev",
             write_prefix("updated")
+        )),
+        // The row lock comes first, as in a locked read followed by `update`; a concurrent
+        // writer's commit makes the lock re-check the version.
+        update_if_version: s(format!(
+            "{}, w AS (UPDATE {t} SET payload = $2, revision = rev.revision, updated_at = $3{task_set} \
+                      FROM rev WHERE {t}.name = $1) \
+             SELECT revision FROM rev",
+            guarded_write_prefix(
+                &format!(
+                    "cur AS (SELECT name FROM {t} WHERE name = $1 \
+                     AND payload -> 'metadata' ->> 'resourceVersion' = {version_param} FOR UPDATE), "
+                ),
+                "updated"
+            )
         )),
         delete: s(format!(
             "{}, w AS (DELETE FROM {t} WHERE name = $1) SELECT revision FROM rev",
