@@ -121,11 +121,13 @@ pub trait Store: Send + Sync + 'static {
     /// it: its resourceVersion is the precondition (Conflict when the stored one differs,
     /// NotFound when the object is gone). Spec and metadata are taken from `current`, which
     /// lets a store write without reading the object first; the default does read it.
+    ///
+    /// Returns the written object shared (a store that keeps it need not copy it).
     async fn update_status_of(
         &self,
         current: &Object,
         status: serde_json::Value,
-    ) -> Result<Object> {
+    ) -> Result<std::sync::Arc<Object>> {
         self.update_status(
             current.kind,
             current.namespace(),
@@ -134,6 +136,7 @@ pub trait Store: Send + Sync + 'static {
             status,
         )
         .await
+        .map(std::sync::Arc::new)
     }
 
     /// Deletes an object and returns its last state. When `expected_resource_version` is set it

@@ -483,3 +483,51 @@ async fn a_task_created_again_under_the_same_name_runs_again() {
     assert_eq!(s.phase, "Succeeded", "{s:#?}");
     assert_eq!(env.model.requests.lock().expect("lock").len(), 6);
 }
+
+/// A task cancelled while a step is in flight stays cancelled: the step's write (which starts
+/// from the task as the worker last wrote it) conflicts, re-reads and finds the task no longer
+/// held, so nothing is written over the cancellation and no later agent runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_mid_step_is_not_written_over() {
+    let model = MockModel {
+        delay: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let env = env_with(model);
+    let (_, yaml) = graphs().remove(0);
+    apply(&env.store, &yaml).await;
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
+    let w = worker(
+        &env,
+        config("w", ExecutionMode::MessageDriven),
+        Some(bus.clone()),
+    );
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    for _ in 0..500 {
+        if calls(&env, "research") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(calls(&env, "research"), 1, "research is in flight");
+    let running = task(&env.store, "t").await;
+    let mut cancelled = running.status.clone();
+    cancelled["phase"] = json!("Cancelled");
+    let cancelled = env
+        .store
+        .update_status(orloj_core::Kind::Task, "default", "t", None, cancelled)
+        .await
+        .expect("cancel");
+    // Past the research call and a would-be writer step.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    cancel.cancel();
+    handle.await.expect("join").expect("worker");
+    let after = task(&env.store, "t").await;
+    assert_eq!(status(&after).phase, "Cancelled");
+    assert_eq!(
+        after.metadata.resource_version, cancelled.metadata.resource_version,
+        "nothing was written after the cancellation"
+    );
+    assert_eq!(calls(&env, "writer"), 0, "no later agent ran");
+}

@@ -561,7 +561,7 @@ pub async fn update_status_of_writes_only_the_current_version(
     assert_eq!(agent_v2.metadata.generation, 1);
     assert_eq!(
         store.get(Kind::Agent, "ns", "a").await.expect("get"),
-        agent_v2
+        *agent_v2
     );
 
     let revision = store.current_revision().await.expect("revision");
@@ -576,7 +576,7 @@ pub async fn update_status_of_writes_only_the_current_version(
     );
     assert_eq!(
         store.get(Kind::Agent, "ns", "a").await.expect("get"),
-        agent_v2,
+        *agent_v2,
         "a rejected write changes nothing"
     );
     assert_eq!(
@@ -609,7 +609,7 @@ pub async fn update_status_of_writes_only_the_current_version(
     }
     assert_eq!(wins.len(), 1, "exactly one status write of a version wins");
     let stored = store.get(Kind::Task, "ns", "t").await.expect("get");
-    assert_eq!(stored, wins[0]);
+    assert_eq!(stored, *wins[0]);
     assert_eq!(next_event(&mut stream).await.object, created);
     let event = next_event(&mut stream).await;
     assert_eq!(event.event_type, WatchEventType::Updated);

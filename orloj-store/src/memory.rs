@@ -109,6 +109,16 @@ impl MemoryStore {
     }
 
     fn commit(&self, state: &mut State, event_type: WatchEventType, object: Object) -> Object {
+        (*self.commit_shared(state, event_type, object)).clone()
+    }
+
+    /// [`Self::commit`] returning the stored object itself (no copy).
+    fn commit_shared(
+        &self,
+        state: &mut State,
+        event_type: WatchEventType,
+        object: Object,
+    ) -> Arc<Object> {
         state.revision += 1;
         let revision = state.revision;
         let key = (object.kind, object.key());
@@ -142,7 +152,7 @@ impl MemoryStore {
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(retained.to_event());
         }
-        let written = (*retained.object).clone();
+        let written = retained.object.clone();
         state.history.push_back(retained);
         while state.history.len() > self.retention {
             state.history.pop_front();
@@ -255,6 +265,19 @@ impl Store for MemoryStore {
         let current = Self::existing(&state, kind, namespace, name)?;
         let updated = versioning::prepare_status(current, expected_resource_version, status)?;
         Ok(self.commit(&mut state, WatchEventType::Updated, updated))
+    }
+
+    async fn update_status_of(
+        &self,
+        current: &Object,
+        status: serde_json::Value,
+    ) -> Result<Arc<Object>> {
+        let mut state = self.lock();
+        let stored = Self::existing(&state, current.kind, current.namespace(), current.name())?;
+        // The stored object, not `current`: the memory store has it at hand.
+        let updated =
+            versioning::prepare_status(stored, Some(&current.metadata.resource_version), status)?;
+        Ok(self.commit_shared(&mut state, WatchEventType::Updated, updated))
     }
 
     async fn delete(

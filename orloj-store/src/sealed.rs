@@ -363,7 +363,7 @@ impl Store for SealedStore {
         Ok(self.unseal_or_redact(stored))
     }
 
-    async fn update_status_of(&self, current: &Object, status: Value) -> Result<Object> {
+    async fn update_status_of(&self, current: &Object, status: Value) -> Result<Arc<Object>> {
         if current.kind == Kind::Secret {
             // `current` holds unsealed values; the stored object is the sealed one.
             return self
@@ -374,10 +374,11 @@ impl Store for SealedStore {
                     Some(&current.metadata.resource_version),
                     status,
                 )
-                .await;
+                .await
+                .map(Arc::new);
         }
-        let stored = self.inner.update_status_of(current, status).await?;
-        Ok(self.unseal_or_redact(stored))
+        // Only Secrets are sealed: anything else passes through as stored.
+        self.inner.update_status_of(current, status).await
     }
 
     async fn delete(

@@ -72,7 +72,7 @@ pub(super) struct MessageRuntime {
     /// An owned task as this worker last wrote it, with its status: the next message of the
     /// task starts from it instead of reading and parsing the task again. A stale entry is
     /// caught by the compare-and-swap of the step's write.
-    latest: Arc<Mutex<HashMap<String, (Object, TaskStatus)>>>,
+    latest: Arc<Mutex<HashMap<String, (Arc<Object>, TaskStatus)>>>,
     /// Lease ends of tasks another worker holds, as last read: their messages are skipped
     /// without a store read until then.
     others: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
@@ -110,7 +110,7 @@ impl MessageRuntime {
 
     /// Keeps `task` (as this worker just wrote it) and its status for the task's next message,
     /// while the task is owned.
-    fn remember(&self, task: Object, status: TaskStatus) {
+    fn remember(&self, task: Arc<Object>, status: TaskStatus) {
         let key = task.key();
         if !self
             .owned
@@ -127,7 +127,7 @@ impl MessageRuntime {
     }
 
     /// Takes what [`Self::remember`] kept for `key`.
-    fn recall(&self, key: &str) -> Option<(Object, TaskStatus)> {
+    fn recall(&self, key: &str) -> Option<(Arc<Object>, TaskStatus)> {
         self.latest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -361,10 +361,10 @@ impl Worker {
         // `task` is as the claim (or the approval resume) just wrote it; `status` is its status
         // plus the kickoff.
         let Some((written, written_status)) = self
-            .write_status_latest(&task, status.clone(), |s| {
+            .write_status_latest(&task, status, |s, ours| {
                 record_claim(s);
-                merge_progress(s, &status);
-                s.output = status.output.clone();
+                merge_progress(s, ours);
+                s.output = ours.output.clone();
             })
             .await?
         else {
@@ -607,10 +607,10 @@ impl Worker {
         key: &str,
         namespace: &str,
         name: &str,
-    ) -> (Settle, Option<(Object, TaskStatus)>) {
+    ) -> (Settle, Option<(Arc<Object>, TaskStatus)>) {
         let read = || async {
             match self.store.get(Kind::Task, namespace, name).await {
-                Ok(t) => Ok(t),
+                Ok(t) => Ok(Arc::new(t)),
                 Err(e) if e.kind() == ErrorKind::NotFound => Err(Settle::Term(format!(
                     "message {} is for unknown task {key}",
                     msg.message_id
@@ -705,7 +705,7 @@ impl Worker {
                 md.note_elsewhere(key, None);
                 match self.take_over(&task, &msg.message_id).await {
                     Ok(Some(t)) => {
-                        task = t;
+                        task = Arc::new(t);
                         md.own(&task);
                         continue;
                     }
@@ -937,7 +937,7 @@ impl Worker {
         md: &MessageRuntime,
         task: &Object,
         ours: &TaskStatus,
-    ) -> Result<Option<(Object, TaskStatus)>> {
+    ) -> Result<Option<(Arc<Object>, TaskStatus)>> {
         let mut delay = Duration::from_millis(50);
         let deadline = tokio::time::Instant::now() + self.config.lease_duration / 2;
         loop {
@@ -948,13 +948,16 @@ impl Worker {
             );
             let now_s = format_time(now);
             // `ours` is `task`'s status plus this step's engine progress (trace, messages, joins,
-            // output), which the change writes anyway: start from it instead of parsing `task`.
+            // output): with the new lease it is the whole next status.
+            let mut next = ours.clone();
+            next.lease_until = lease_until;
+            next.last_heartbeat = now_s;
             let written = self
-                .write_status_latest(task, ours.clone(), |s| {
-                    merge_progress(s, ours);
-                    s.output = ours.output.clone();
-                    s.lease_until = lease_until.clone();
-                    s.last_heartbeat = now_s.clone();
+                .write_status_latest(task, next, |s, next| {
+                    merge_progress(s, next);
+                    s.output = next.output.clone();
+                    s.lease_until = next.lease_until.clone();
+                    s.last_heartbeat = next.last_heartbeat.clone();
                 })
                 .await;
             match written {
@@ -1085,7 +1088,7 @@ impl Worker {
 /// How a step ended for the delivery being handled.
 enum StepEnd {
     /// Persisted; the task as written, to look at the next open message.
-    Continue(Box<(Object, TaskStatus)>),
+    Continue(Box<(Arc<Object>, TaskStatus)>),
     /// Done with this delivery.
     Settled(Settle),
 }

@@ -800,11 +800,13 @@ impl Worker {
         // the lease meanwhile, so their copy is stale.
         let written = if self.config.execution_mode == ExecutionMode::MessageDriven {
             // Their `ours` is that task's status plus the run's progress: start from it.
-            self.write_status_latest(task, ours, |s| apply(s))
+            let mut next = ours;
+            apply(&mut next);
+            self.write_status_latest(task, next, |s, _| apply(s))
                 .await?
                 .map(|(o, _)| o)
         } else {
-            self.write_status(task, |s| apply(s)).await?
+            self.write_status(task, |s| apply(s)).await?.map(Arc::new)
         };
         match written {
             Some(written) => {
@@ -839,71 +841,56 @@ impl Worker {
         holds: impl Fn(&TaskStatus) -> bool,
         change: impl Fn(&mut TaskStatus),
     ) -> Result<Option<Object>> {
-        self.cas_status(task, false, holds, change).await
+        Ok(self
+            .cas_status(task, holds, change)
+            .await?
+            .map(|(o, _)| Arc::unwrap_or_clone(o)))
     }
 
-    /// Like [`Self::write_status`], but first tries `task` as the current version with `base`
-    /// as its status (the caller's status of `task`, possibly with engine progress the change
-    /// writes anyway), saving a read and a parse; re-reads after a conflict. Returns the written
-    /// task and status.
+    /// Writes `ours` as the status of `task` when `task` is still the stored version. Callers
+    /// pass the task as this worker last claimed or wrote it (so it held the task there) and
+    /// `ours` as the whole next status: no read, no parse. After a conflict it re-reads and,
+    /// while this worker still holds the task, writes the fresh status with
+    /// `merge(fresh, &ours)` applied. Returns the task and status as written.
     async fn write_status_latest(
         &self,
         task: &Object,
-        base: TaskStatus,
-        change: impl Fn(&mut TaskStatus),
-    ) -> Result<Option<(Object, TaskStatus)>> {
+        mut ours: TaskStatus,
+        merge: impl Fn(&mut TaskStatus, &TaskStatus),
+    ) -> Result<Option<(Arc<Object>, TaskStatus)>> {
+        cap(&mut ours);
+        let value = serde_json::to_value(&ours)
+            .map_err(|e| Error::internal(format!("serializing task status: {e}")))?;
+        match self.store.update_status_of(task, value).await {
+            Ok(written) => return Ok(Some((written, ours))),
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            Err(e) => return Err(e),
+        }
         let me = self.config.worker_id.clone();
-        self.cas_status_typed(
+        self.cas_status(
             task,
-            true,
-            Some(base),
             move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
-            change,
+            |s| merge(s, &ours),
         )
         .await
     }
 
+    /// Reads the task, and while `holds` accepts its status applies `change` and writes it with
+    /// compare-and-swap, retrying on conflicts. Returns the task and status as written; `None`
+    /// when `holds` refused.
     async fn cas_status(
         &self,
         task: &Object,
-        trust_given: bool,
         holds: impl Fn(&TaskStatus) -> bool,
         change: impl Fn(&mut TaskStatus),
-    ) -> Result<Option<Object>> {
-        let base = None;
-        Ok(self
-            .cas_status_typed(task, trust_given, base, holds, change)
-            .await?
-            .map(|(o, _)| o))
-    }
-
-    /// [`Self::cas_status`], also returning the status as written. `base`, when given, is
-    /// `task`'s status already parsed (saves parsing it again on the first attempt).
-    async fn cas_status_typed(
-        &self,
-        task: &Object,
-        mut trust_given: bool,
-        mut base: Option<TaskStatus>,
-        holds: impl Fn(&TaskStatus) -> bool,
-        change: impl Fn(&mut TaskStatus),
-    ) -> Result<Option<(Object, TaskStatus)>> {
+    ) -> Result<Option<(Arc<Object>, TaskStatus)>> {
         let mut last = Error::conflict("task status write did not run");
         for attempt in 0..CAS_ATTEMPTS {
-            let trusted = std::mem::take(&mut trust_given);
-            let read;
-            let fresh: &Object = if trusted {
-                task
-            } else {
-                read = self
-                    .store
-                    .get(Kind::Task, task.namespace(), task.name())
-                    .await?;
-                &read
-            };
-            let mut status = match base.take().filter(|_| trusted) {
-                Some(parsed) => parsed,
-                None => resources::status_of::<TaskSpec>(fresh).unwrap_or_default(),
-            };
+            let fresh = self
+                .store
+                .get(Kind::Task, task.namespace(), task.name())
+                .await?;
+            let mut status = resources::status_of::<TaskSpec>(&fresh).unwrap_or_default();
             if !holds(&status) {
                 tracing::warn!(task = %task.key(), "task no longer held; status not written");
                 return Ok(None);
@@ -912,7 +899,7 @@ impl Worker {
             cap(&mut status);
             let value = serde_json::to_value(&status)
                 .map_err(|e| Error::internal(format!("serializing task status: {e}")))?;
-            match self.store.update_status_of(fresh, value).await {
+            match self.store.update_status_of(&fresh, value).await {
                 Ok(o) => return Ok(Some((o, status))),
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     last = e;

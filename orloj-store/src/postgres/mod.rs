@@ -639,7 +639,7 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn update_status_of(&self, current: &Object, status: Value) -> Result<Object> {
+    async fn update_status_of(&self, current: &Object, status: Value) -> Result<Arc<Object>> {
         let version = current.metadata.resource_version.as_str();
         if version.is_empty() {
             // No precondition to write under: take the locked read path.
@@ -651,7 +651,8 @@ impl Store for PostgresStore {
                     None,
                     status,
                 )
-                .await;
+                .await
+                .map(Arc::new);
         }
         self.timed("update status", async {
             let now = self.inner.clock.now();
@@ -663,7 +664,7 @@ impl Store for PostgresStore {
                 .await
                 .map_err(error::map)?;
             match written {
-                Some(_) => Ok(updated),
+                Some(_) => Ok(Arc::new(updated)),
                 None => {
                     // Gone, or written meanwhile: say which.
                     let stored = self
