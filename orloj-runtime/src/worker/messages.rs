@@ -72,7 +72,7 @@ pub(super) struct MessageRuntime {
     /// An owned task as this worker last wrote it, with its status: the next message of the
     /// task starts from it instead of reading and parsing the task again. A stale entry is
     /// caught by the compare-and-swap of the step's write.
-    latest: Arc<Mutex<HashMap<String, (Arc<Object>, TaskStatus)>>>,
+    latest: Arc<Mutex<HashMap<String, Written>>>,
     /// Lease ends of tasks another worker holds, as last read: their messages are skipped
     /// without a store read until then.
     others: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
@@ -127,7 +127,7 @@ impl MessageRuntime {
     }
 
     /// Takes what [`Self::remember`] kept for `key`.
-    fn recall(&self, key: &str) -> Option<(Arc<Object>, TaskStatus)> {
+    fn recall(&self, key: &str) -> Option<Written> {
         self.latest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -212,6 +212,9 @@ impl MessageRuntime {
 
 /// A task key and attempt.
 type RunKey = (String, i64);
+
+/// A task as this worker wrote it, with its status.
+type Written = (Arc<Object>, TaskStatus);
 
 /// Serializes the handling of one task's messages.
 type TaskLock = Arc<tokio::sync::Mutex<()>>;
@@ -607,7 +610,7 @@ impl Worker {
         key: &str,
         namespace: &str,
         name: &str,
-    ) -> (Settle, Option<(Arc<Object>, TaskStatus)>) {
+    ) -> (Settle, Option<Written>) {
         let read = || async {
             match self.store.get(Kind::Task, namespace, name).await {
                 Ok(t) => Ok(Arc::new(t)),
@@ -937,7 +940,7 @@ impl Worker {
         md: &MessageRuntime,
         task: &Object,
         ours: &TaskStatus,
-    ) -> Result<Option<(Arc<Object>, TaskStatus)>> {
+    ) -> Result<Option<Written>> {
         let mut delay = Duration::from_millis(50);
         let deadline = tokio::time::Instant::now() + self.config.lease_duration / 2;
         loop {
@@ -1088,7 +1091,7 @@ impl Worker {
 /// How a step ended for the delivery being handled.
 enum StepEnd {
     /// Persisted; the task as written, to look at the next open message.
-    Continue(Box<(Arc<Object>, TaskStatus)>),
+    Continue(Box<Written>),
     /// Done with this delivery.
     Settled(Settle),
 }
