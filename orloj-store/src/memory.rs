@@ -369,16 +369,22 @@ impl Store for MemoryStore {
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {
         let mut state = self.lock();
         let now = self.clock.now();
-        let candidate = state
-            .objects
-            .iter()
-            .filter(|((k, _), e)| {
-                *k == Kind::Task
-                    && e.claimable(now)
-                    && task_queue::matches_worker(&e.object, request)
-            })
-            .min_by_key(|(_, e)| e.touched)
-            .map(|(_, e)| (*e.object).clone());
+        let claimable = || {
+            state
+                .objects
+                .iter()
+                .filter(|((k, _), e)| *k == Kind::Task && e.claimable(now))
+                .map(|(_, e)| e)
+        };
+        // Usually the oldest claimable task fits the worker: try it before matching them all.
+        let candidate = match claimable().min_by_key(|e| e.touched) {
+            Some(oldest) if task_queue::matches_worker(&oldest.object, request) => Some(oldest),
+            Some(_) => claimable()
+                .filter(|e| task_queue::matches_worker(&e.object, request))
+                .min_by_key(|e| e.touched),
+            None => None,
+        }
+        .map(|e| (*e.object).clone());
         let Some(mut task) = candidate else {
             return Ok(None);
         };
