@@ -297,7 +297,8 @@ fn calls(env: &Env, agent: &str) -> usize {
         .count()
 }
 
-async fn takeover_skips_completed_steps(mode: ExecutionMode) {
+/// The pipeline graph on a fresh store whose model takes 300 ms per call, and a memory bus.
+async fn slow_pipeline() -> (Env, Arc<dyn Bus>) {
     let model = MockModel {
         delay: Duration::from_millis(300),
         ..Default::default()
@@ -305,7 +306,11 @@ async fn takeover_skips_completed_steps(mode: ExecutionMode) {
     let env = env_with(model);
     let (_, yaml) = graphs().remove(0);
     apply(&env.store, &yaml).await;
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
+    (env, Arc::new(MemoryBus::default()))
+}
+
+async fn takeover_skips_completed_steps(mode: ExecutionMode) {
+    let (env, bus) = slow_pipeline().await;
     let bus_for = |mode| (mode == ExecutionMode::MessageDriven).then(|| bus.clone());
     let first = worker(&env, config("first", mode), bus_for(mode));
     let cancel_first = CancellationToken::new();
@@ -489,14 +494,7 @@ async fn a_task_created_again_under_the_same_name_runs_again() {
 /// held, so nothing is written over the cancellation and no later agent runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_cancelled_mid_step_is_not_written_over() {
-    let model = MockModel {
-        delay: Duration::from_millis(300),
-        ..Default::default()
-    };
-    let env = env_with(model);
-    let (_, yaml) = graphs().remove(0);
-    apply(&env.store, &yaml).await;
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
+    let (env, bus) = slow_pipeline().await;
     let w = worker(
         &env,
         config("w", ExecutionMode::MessageDriven),
