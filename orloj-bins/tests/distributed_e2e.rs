@@ -324,33 +324,51 @@ fn message_driven_across_processes_survives_a_killed_worker() {
     let tasks = 8;
     apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
 
-    // Wait until the victim holds a task with a completed step and more to do.
-    let victim = cluster.workers[0].id.clone();
+    // Wait until a worker holds a task with a completed step and more to do; that worker is
+    // the victim. (Which worker claims which task is up to their claim polls: one may well
+    // claim all of them.)
     let deadline = Instant::now() + Duration::from_secs(60);
-    let held_by_victim = loop {
-        let held: Vec<String> = all_tasks(&cluster.server)
+    let (victim, held_by_victim) = loop {
+        let mid_graph: Vec<(String, String)> = all_tasks(&cluster.server)
             .into_iter()
             .filter(|t| {
                 t["metadata"]["name"]
                     .as_str()
                     .is_some_and(|n| n.starts_with("chain-"))
             })
-            .filter(|t| {
-                t["status"]["phase"] == "Running" && t["status"]["claimedBy"] == victim.as_str()
-            })
+            .filter(|t| t["status"]["phase"] == "Running")
             .filter(|t| trace_types(t).iter().any(|e| e == "agent_end"))
-            .map(|t| t["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .map(|t| {
+                (
+                    t["status"]["claimedBy"].as_str().unwrap_or("").to_string(),
+                    t["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
-        if !held.is_empty() {
-            break held;
+        let victim = mid_graph
+            .iter()
+            .map(|(worker, _)| worker.clone())
+            .find(|worker| cluster.workers.iter().any(|w| w.id == *worker));
+        if let Some(victim) = victim {
+            let held = mid_graph
+                .into_iter()
+                .filter(|(worker, _)| *worker == victim)
+                .map(|(_, name)| name)
+                .collect::<Vec<_>>();
+            break (victim, held);
         }
         assert!(
             Instant::now() < deadline,
-            "{victim} never held a task mid-graph"
+            "no worker ever held a task mid-graph"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    cluster.workers[0].kill_hard();
+    let victim_index = cluster
+        .workers
+        .iter()
+        .position(|w| w.id == victim)
+        .expect("the victim is one of the workers");
+    cluster.workers[victim_index].kill_hard();
     let killed_at = Instant::now();
 
     let mut finished = BTreeMap::new();
@@ -437,7 +455,7 @@ fn message_driven_across_processes_survives_a_killed_worker() {
     );
 
     // The survivor drains and exits cleanly on SIGTERM.
-    let survivor = cluster.workers.pop().expect("survivor");
+    let survivor = cluster.workers.swap_remove(1 - victim_index);
     assert!(survivor.terminate().success());
 }
 

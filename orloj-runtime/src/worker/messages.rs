@@ -109,7 +109,8 @@ impl MessageRuntime {
     }
 
     /// Keeps `task` (as this worker just wrote it) and its status for the task's next message,
-    /// while the task is owned.
+    /// while the task is owned. A newer version of the same task already kept stays (the claim
+    /// path remembers without the task's lock, so it may come late).
     fn remember(&self, task: Arc<Object>, status: TaskStatus) {
         let key = task.key();
         if !self
@@ -120,10 +121,14 @@ impl MessageRuntime {
         {
             return;
         }
-        self.latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (task, status));
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let keep_kept = latest.get(&key).is_some_and(|(kept, _)| {
+            kept.metadata.created_at == task.metadata.created_at
+                && kept.metadata.resource_version_number() > task.metadata.resource_version_number()
+        });
+        if !keep_kept {
+            latest.insert(key, (task, status));
+        }
     }
 
     /// Takes what [`Self::remember`] kept for `key`.
@@ -647,10 +652,14 @@ impl Worker {
             };
             if remembered {
                 remembered = false;
+                // The recorded time also tells a task created again under the same name apart.
                 let usual = status.phase == "Running"
                     && status.claimed_by == self.config.worker_id
                     && status.messages.iter().any(|m| {
-                        m.message_id == msg.message_id && m.attempt == msg.attempt && is_open(m)
+                        m.message_id == msg.message_id
+                            && m.attempt == msg.attempt
+                            && m.timestamp == msg.timestamp
+                            && is_open(m)
                     });
                 if !usual {
                     task = match read().await {

@@ -890,6 +890,11 @@ impl Worker {
                 .store
                 .get(Kind::Task, task.namespace(), task.name())
                 .await?;
+            if fresh.metadata.created_at != task.metadata.created_at {
+                // Deleted and created again under the same name: another task.
+                tracing::warn!(task = %task.key(), "task was replaced; status not written");
+                return Ok(None);
+            }
             let mut status = resources::status_of::<TaskSpec>(&fresh).unwrap_or_default();
             if !holds(&status) {
                 tracing::warn!(task = %task.key(), "task no longer held; status not written");
