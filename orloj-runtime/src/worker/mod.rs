@@ -126,20 +126,7 @@ pub struct Worker {
     runner: AgentRunner,
     events: Option<Arc<dyn EventBus>>,
     held: Arc<Mutex<HashSet<(String, String)>>>,
-    /// Whether this worker's own record let it claim, and when that was read or written: the
-    /// claim poll reads the record at most once per [`RECORD_RECHECK`].
-    may_claim: Arc<Mutex<Option<RecordCheck>>>,
     messages: Option<messages::MessageRuntime>,
-}
-
-/// When this worker's own record was last read or written, and whether it let it claim.
-type RecordCheck = (chrono::DateTime<chrono::Utc>, bool);
-
-/// How long the claim poll trusts what it last saw of this worker's own record.
-const RECORD_RECHECK: chrono::Duration = chrono::Duration::seconds(1);
-
-fn phase_may_claim(phase: &str) -> bool {
-    matches!(phase, "" | "Ready" | "Pending")
 }
 
 impl std::fmt::Debug for Worker {
@@ -177,7 +164,6 @@ impl Worker {
             runner,
             events: None,
             held: Arc::new(Mutex::new(HashSet::new())),
-            may_claim: Arc::default(),
             messages: None,
         }
     }
@@ -259,39 +245,12 @@ impl Worker {
                 )
                 .await
             {
-                Ok(o) => {
-                    *self.may_claim.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((self.clock.now(), phase_may_claim(phase)));
-                    return Ok(o);
-                }
+                Ok(o) => return Ok(o),
                 Err(e) if e.kind() == ErrorKind::Conflict => last = e,
                 Err(e) => return Err(e),
             }
         }
         Err(last)
-    }
-
-    /// Whether this worker's own record lets it claim (read again once [`RECORD_RECHECK`]
-    /// has passed since it was last read or written).
-    async fn record_may_claim(&self) -> Result<bool> {
-        let now = self.clock.now();
-        let cached = *self.may_claim.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, ok)) = cached
-            && now - at < RECORD_RECHECK
-        {
-            return Ok(ok);
-        }
-        let ok = match self
-            .store
-            .get(Kind::Worker, DEFAULT_NAMESPACE, &self.config.worker_id)
-            .await
-        {
-            Ok(own) => phase_may_claim(own.phase()),
-            Err(e) if e.kind() == ErrorKind::NotFound => true,
-            Err(e) => return Err(e),
-        };
-        *self.may_claim.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, ok));
-        Ok(ok)
     }
 
     /// Claims one task if a slot is free.
@@ -301,8 +260,15 @@ impl Worker {
         }
         // A Worker record marked NotReady (e.g. stale heartbeat) claims nothing until its next
         // heartbeat; no record at all is fine (embedded, single-process use).
-        if !self.record_may_claim().await? {
-            return Ok(None);
+        match self
+            .store
+            .get(Kind::Worker, DEFAULT_NAMESPACE, &self.config.worker_id)
+            .await
+        {
+            Ok(own) if !matches!(own.phase(), "" | "Ready" | "Pending") => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let request = ClaimRequest {
             worker_id: self.config.worker_id.clone(),
