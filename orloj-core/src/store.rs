@@ -122,6 +122,10 @@ pub trait Store: Send + Sync + 'static {
     /// NotFound when the object is gone). Spec and metadata are taken from `current`, which
     /// lets a store write without reading the object first; the default does read it.
     ///
+    /// An object deleted and created again under the same name (its versions start again at 1)
+    /// is told apart by `createdAt`: Conflict. The default cannot tell it apart by version
+    /// alone; stores should override it.
+    ///
     /// Returns the written object shared (a store that keeps it need not copy it).
     async fn update_status_of(
         &self,

@@ -625,6 +625,34 @@ pub async fn update_status_of_writes_only_the_current_version(
         kind_of(store.update_status_of(&stored, json!({})).await),
         ErrorKind::NotFound
     );
+
+    // Created again under the same name, the object counts its versions from 1 again: a
+    // writer holding the old object at the same version must not write over the new one.
+    clock.advance(Duration::from_millis(5));
+    let again = store.create(task("ns", "t")).await.expect("create again");
+    let mut again = (*store
+        .update_status_of(&again, json!({"phase": "Pending"}))
+        .await
+        .expect("status"))
+    .clone();
+    while again.metadata.resource_version != stored.metadata.resource_version {
+        again = (*store
+            .update_status_of(&again, json!({"phase": "Pending"}))
+            .await
+            .expect("status"))
+        .clone();
+    }
+    assert_ne!(again.metadata.created_at, stored.metadata.created_at);
+    assert_eq!(
+        kind_of(
+            store
+                .update_status_of(&stored, json!({"phase": "Old"}))
+                .await
+        ),
+        ErrorKind::Conflict,
+        "the old incarnation at the same version conflicts"
+    );
+    assert_eq!(store.get(Kind::Task, "ns", "t").await.expect("get"), again);
 }
 
 /// Delete honours the precondition, returns the last state, and frees the name.

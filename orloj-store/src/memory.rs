@@ -274,6 +274,13 @@ impl Store for MemoryStore {
     ) -> Result<Arc<Object>> {
         let mut state = self.lock();
         let stored = Self::existing(&state, current.kind, current.namespace(), current.name())?;
+        if stored.metadata.created_at != current.metadata.created_at {
+            return Err(orloj_core::Error::conflict(format!(
+                "{} {:?} was deleted and created again; retry",
+                current.kind,
+                current.key()
+            )));
+        }
         // The stored object, not `current`: the memory store has it at hand.
         let updated =
             versioning::prepare_status(stored, Some(&current.metadata.resource_version), status)?;

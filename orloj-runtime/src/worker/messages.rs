@@ -364,6 +364,9 @@ impl Worker {
             &self.config.worker_id,
             self.clock.as_ref(),
         );
+        // A takeover or an approval resume may race a handler of this worker still running one
+        // of the attempt's messages: only a fresh attempt's kickoff is remembered.
+        let fresh_attempt = !status.messages.iter().any(|m| m.attempt == status.attempts);
         run.kickoff(&mut status);
         let consume = md.config.consume;
         // `task` is as the claim (or the approval resume) just wrote it; `status` is its status
@@ -389,7 +392,9 @@ impl Worker {
         if consume {
             // Before publishing: the first message may be handled at once.
             md.own(&written);
-            md.remember(written, written_status);
+            if fresh_attempt {
+                md.remember(written, written_status);
+            }
         }
         for message in outgoing {
             self.publish_outgoing(&md, &key, message).await?;
@@ -652,9 +657,12 @@ impl Worker {
             };
             if remembered {
                 remembered = false;
-                // The recorded time also tells a task created again under the same name apart.
+                // The recorded time also tells a task created again under the same name apart;
+                // a lease that ran out may have been taken over meanwhile.
+                let now = self.clock.now();
                 let usual = status.phase == "Running"
                     && status.claimed_by == self.config.worker_id
+                    && lease_end(&status).is_some_and(|end| end > now)
                     && status.messages.iter().any(|m| {
                         m.message_id == msg.message_id
                             && m.attempt == msg.attempt
@@ -1025,6 +1033,8 @@ impl Worker {
             {
                 Ok(task) => task,
                 Err(e) => {
+                    // Whatever the store says now, the remembered copy may be out of date.
+                    md.recall(&key);
                     if e.kind() != ErrorKind::Unavailable {
                         md.forget(&key);
                     }

@@ -942,10 +942,25 @@ impl Worker {
                 .consume_messages(consumers.clone(), subscribed_tx),
         ));
         let mut consumer_done = !consuming;
+        let mut consumer_failure: Option<String> = None;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = &mut consumer, if !consumer_done => consumer_done = true,
+                ended = &mut consumer, if !consumer_done => {
+                    consumer_done = true;
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                    // It only returns on cancel: anything else (a panic) would leave the tasks
+                    // this worker holds unserved while it kept renewing their leases.
+                    let reason = match ended {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "it returned".to_string(),
+                    };
+                    tracing::error!(worker = %self.config.worker_id, %reason, "agent message consumer stopped; stopping the worker");
+                    consumer_failure = Some(reason);
+                    break;
+                }
                 _ = heartbeat.tick() => {
                     if let Err(e) = self.heartbeat("Ready").await {
                         tracing::warn!(worker = %self.config.worker_id, error = %e, "worker heartbeat failed");
@@ -1023,7 +1038,13 @@ impl Worker {
                 }
             }
         }
-        self.heartbeat("NotReady").await.map(|_| ())
+        self.heartbeat("NotReady").await?;
+        match consumer_failure {
+            Some(reason) => Err(Error::internal(format!(
+                "agent message consumer stopped: {reason}"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -265,7 +265,7 @@ impl PostgresStore {
     }
 
     /// [`Self::write`]; with `expected_version` (updates only) nothing is written, and `None`
-    /// returned, unless the stored object has that resourceVersion.
+    /// returned, unless the stored object has that resourceVersion and `object`'s createdAt.
     async fn write_if(
         &self,
         conn: &mut PgConnection,
@@ -297,7 +297,8 @@ impl PostgresStore {
                 .bind(status_time(object, "nextAttemptAt"));
         }
         if let Some(version) = expected_version {
-            query = query.bind(version);
+            let created = serde_json::to_value(object.metadata.created_at).unwrap_or(Value::Null);
+            query = query.bind(version).bind(Json(created));
         }
         let revision = query.fetch_optional(conn).await?;
         Ok(revision.map(|r| u64::try_from(r).unwrap_or(0)))

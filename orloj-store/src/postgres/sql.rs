@@ -16,8 +16,10 @@ pub(crate) struct KindSql {
     pub list: Arc<str>,
     pub insert: Arc<str>,
     pub update: Arc<str>,
-    /// `update` only while the stored resourceVersion is the last parameter ($10 for tasks, $8
-    /// otherwise); no row when it is not.
+    /// `update` only while the stored resourceVersion and createdAt (jsonb) are the last two
+    /// parameters ($10, $11 for tasks; $8, $9 otherwise); no row when they are not. createdAt
+    /// tells apart an object deleted and created again under the same name, whose versions
+    /// start again at 1.
     pub update_if_version: Arc<str>,
     pub delete: Arc<str>,
 }
@@ -63,7 +65,7 @@ fn build(kind: Kind) -> KindSql {
     } else {
         ("", "", "")
     };
-    let version_param = if task { "$10" } else { "$8" };
+    let (version_param, created_param) = if task { ("$10", "$11") } else { ("$8", "$9") };
     let s = |text: String| -> Arc<str> { Arc::from(text) };
     KindSql {
         get: s(format!("SELECT payload FROM {t} WHERE name = $1")),
@@ -101,7 +103,9 @@ fn build(kind: Kind) -> KindSql {
             guarded_write_prefix(
                 &format!(
                     "cur AS (SELECT name FROM {t} WHERE name = $1 \
-                     AND payload -> 'metadata' ->> 'resourceVersion' = {version_param} FOR UPDATE), "
+                     AND payload -> 'metadata' ->> 'resourceVersion' = {version_param} \
+                     AND coalesce(payload -> 'metadata' -> 'createdAt', 'null'::jsonb) = {created_param}::jsonb \
+                     FOR UPDATE), "
                 ),
                 "updated"
             )
