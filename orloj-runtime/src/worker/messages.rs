@@ -492,7 +492,12 @@ impl Worker {
             subscribed.send_replace(true);
             loop {
                 while handlers.len() >= limit {
-                    handlers.join_next().await;
+                    // Shutdown must not wait for a free slot: handlers stuck on an absent bus
+                    // are aborted after the drain time below.
+                    tokio::select! {
+                        _ = cancel.cancelled() => break 'subscribe,
+                        _ = handlers.join_next() => {}
+                    }
                 }
                 let next = tokio::select! {
                     _ = cancel.cancelled() => break 'subscribe,
