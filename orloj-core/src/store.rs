@@ -123,24 +123,16 @@ pub trait Store: Send + Sync + 'static {
     /// lets a store write without reading the object first; the default does read it.
     ///
     /// An object deleted and created again under the same name (its versions start again at 1)
-    /// is told apart by `createdAt`: Conflict. The default cannot tell it apart by version
-    /// alone; stores should override it.
+    /// is told apart by `createdAt`: Conflict.
     ///
-    /// Returns the written object shared (a store that keeps it need not copy it).
+    /// Returns the written object shared (a store that keeps it need not copy it). The default
+    /// is [`update_status_of_read`].
     async fn update_status_of(
         &self,
         current: &Object,
         status: serde_json::Value,
     ) -> Result<std::sync::Arc<Object>> {
-        self.update_status(
-            current.kind,
-            current.namespace(),
-            current.name(),
-            Some(&current.metadata.resource_version),
-            status,
-        )
-        .await
-        .map(std::sync::Arc::new)
+        update_status_of_read(self, current, status).await
     }
 
     /// Deletes an object and returns its last state. When `expected_resource_version` is set it
@@ -189,4 +181,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest `limit` log lines of a task, oldest first.
     async fn task_logs(&self, namespace: &str, name: &str, limit: usize) -> Result<Vec<String>>;
+}
+
+/// [`Store::update_status_of`] for any store: reads the object, checks it is `current`'s
+/// incarnation (`createdAt`), then writes with `current`'s resourceVersion as precondition.
+pub async fn update_status_of_read<S: Store + ?Sized>(
+    store: &S,
+    current: &Object,
+    status: serde_json::Value,
+) -> Result<std::sync::Arc<Object>> {
+    let stored = store
+        .get(current.kind, current.namespace(), current.name())
+        .await?;
+    if stored.metadata.created_at != current.metadata.created_at {
+        return Err(crate::Error::conflict(format!(
+            "{} {:?} was deleted and created again; retry",
+            current.kind,
+            current.key()
+        )));
+    }
+    store
+        .update_status(
+            current.kind,
+            current.namespace(),
+            current.name(),
+            Some(&current.metadata.resource_version),
+            status,
+        )
+        .await
+        .map(std::sync::Arc::new)
 }

@@ -366,16 +366,7 @@ impl Store for SealedStore {
     async fn update_status_of(&self, current: &Object, status: Value) -> Result<Arc<Object>> {
         if current.kind == Kind::Secret {
             // `current` holds unsealed values; the stored object is the sealed one.
-            return self
-                .update_status(
-                    current.kind,
-                    current.namespace(),
-                    current.name(),
-                    Some(&current.metadata.resource_version),
-                    status,
-                )
-                .await
-                .map(Arc::new);
+            return orloj_core::store::update_status_of_read(self, current, status).await;
         }
         // Only Secrets are sealed: anything else passes through as stored.
         self.inner.update_status_of(current, status).await

@@ -1038,9 +1038,10 @@ impl Worker {
             {
                 Ok(task) => task,
                 Err(e) => {
-                    // Whatever the store says now, the remembered copy may be out of date.
-                    md.recall(&key);
-                    if e.kind() != ErrorKind::Unavailable {
+                    if e.kind() == ErrorKind::Unavailable {
+                        // Still owned, but the remembered copy may be out of date.
+                        md.recall(&key);
+                    } else {
                         md.forget(&key);
                     }
                     continue;
