@@ -87,6 +87,7 @@ macro_rules! store_conformance_tests {
             lease_expiry_takeover,
             status_written_lease_decides_takeover,
             renew_by_owner_only,
+            rejected_writes_leave_no_lock,
             release_makes_claimable,
             concurrent_claimers_never_share,
             task_logs_append_limit_delete,
@@ -1240,6 +1241,41 @@ pub async fn renew_by_owner_only(store: DynStore, clock: Arc<ManualClock>) {
         ),
         ErrorKind::NotFound
     );
+}
+
+/// A rejected write leaves nothing behind: the task is claimable right after it. (A
+/// transaction that is dropped instead of rolled back keeps its row lock for a while, and a
+/// claim skips locked rows.)
+pub async fn rejected_writes_leave_no_lock(store: DynStore, _clock: Arc<ManualClock>) {
+    for round in 0..100 {
+        let name = format!("t{round}");
+        let created = store.create(task("ns", &name)).await.expect("create");
+        let stale = Some("99");
+        let rejected = match round % 5 {
+            0 => {
+                store
+                    .renew_task_lease("ns", &name, "w1", Duration::from_secs(30))
+                    .await
+            }
+            1 => store.release_task("ns", &name, "w1").await,
+            2 => {
+                let mut update = created.clone();
+                update.metadata.resource_version = "99".into();
+                store.update(update).await
+            }
+            3 => {
+                store
+                    .update_status(Kind::Task, "ns", &name, stale, json!({"phase": "Failed"}))
+                    .await
+            }
+            _ => store.delete(Kind::Task, "ns", &name, stale).await,
+        };
+        assert_eq!(kind_of(rejected), ErrorKind::Conflict, "round {round}");
+        let claimed = claim(&store, "w1").await.unwrap_or_else(|| {
+            panic!("round {round}: the task is claimable after a rejected write")
+        });
+        assert_eq!(claimed.name(), name);
+    }
 }
 
 /// A released task is claimable at once by another worker.

@@ -1,7 +1,7 @@
 //! [`PostgresAuthStore`]: the [`AuthStore`] on the same pool as [`PostgresStore`]
 //! (tables `auth_local_users`, `auth_sessions`, `auth_api_tokens` of migration 0003).
 
-use super::{PostgresStore, error};
+use super::{PostgresStore, error, finish};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orloj_core::auth::{ApiToken, AuthStore, Role, Session, User};
@@ -116,11 +116,14 @@ impl AuthStore for PostgresAuthStore {
 
     async fn create_first_admin(&self, user: User) -> Result<()> {
         let mut tx = self.locked().await?;
-        if admin_count(&mut tx).await? > 0 {
-            return Err(Error::conflict("an admin account already exists"));
+        let result = async {
+            if admin_count(&mut tx).await? > 0 {
+                return Err(Error::conflict("an admin account already exists"));
+            }
+            insert_user(&mut tx, &user).await
         }
-        insert_user(&mut tx, &user).await?;
-        tx.commit().await.map_err(error::map)
+        .await;
+        finish(tx, result).await
     }
 
     async fn create_user(&self, user: User) -> Result<()> {
@@ -151,27 +154,31 @@ impl AuthStore for PostgresAuthStore {
 
     async fn delete_user(&self, username: &str) -> Result<()> {
         let mut tx = self.locked().await?;
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT role FROM auth_local_users WHERE username = $1")
+        let result = async {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT role FROM auth_local_users WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(error::map)?;
+            let Some(found) = found else {
+                return Err(Error::not_found(format!("user {username:?} not found")));
+            };
+            if found == Role::Admin.as_str() && admin_count(&mut tx).await? <= 1 {
+                return Err(Error::conflict(format!(
+                    "user {username:?} is the last admin and cannot be deleted"
+                )));
+            }
+            // Sessions go with the user (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM auth_local_users WHERE username = $1")
                 .bind(username)
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(error::map)?;
-        let Some(found) = found else {
-            return Err(Error::not_found(format!("user {username:?} not found")));
-        };
-        if found == Role::Admin.as_str() && admin_count(&mut tx).await? <= 1 {
-            return Err(Error::conflict(format!(
-                "user {username:?} is the last admin and cannot be deleted"
-            )));
+            Ok(())
         }
-        // Sessions go with the user (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM auth_local_users WHERE username = $1")
-            .bind(username)
-            .execute(&mut *tx)
-            .await
-            .map_err(error::map)?;
-        tx.commit().await.map_err(error::map)
+        .await;
+        finish(tx, result).await
     }
 
     async fn update_password(

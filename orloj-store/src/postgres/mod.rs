@@ -304,18 +304,27 @@ impl PostgresStore {
         Ok(revision.map(|r| u64::try_from(r).unwrap_or(0)))
     }
 
-    /// Updates a locked row and commits.
-    async fn commit_update(
+    /// Locks an existing object, lets `change` turn it into its next version, writes that and
+    /// commits; anything `change` rejects rolls back and writes nothing.
+    async fn modify(
         &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        object: Object,
-        now: DateTime<Utc>,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(Object, DateTime<Utc>) -> Result<Object>,
     ) -> Result<Object> {
-        self.write(&mut tx, Write::Update, &object, now)
-            .await
-            .map_err(error::map)?;
-        tx.commit().await.map_err(error::map)?;
-        Ok(object)
+        let now = self.inner.clock.now();
+        let mut tx = self.begin().await?;
+        let result = async {
+            let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
+            let updated = change(current, now)?;
+            self.write(&mut tx, Write::Update, &updated, now)
+                .await
+                .map_err(error::map)?;
+            Ok(updated)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     fn notifier(&self) -> watch::Receiver<u64> {
@@ -577,13 +586,11 @@ impl Store for PostgresStore {
 
     async fn update(&self, object: Object) -> Result<Object> {
         self.timed("update", async {
-            let now = self.inner.clock.now();
-            let mut tx = self.begin().await?;
-            let current =
-                Self::lock_existing(&mut tx, object.kind, object.namespace(), object.name())
-                    .await?;
-            let updated = versioning::prepare_update(object, &current, true)?;
-            self.commit_update(tx, updated, now).await
+            let (kind, namespace, name) = (object.kind, object.namespace(), object.name());
+            self.modify(kind, namespace, name, |current, _| {
+                versioning::prepare_update(object.clone(), &current, true)
+            })
+            .await
         })
         .await
     }
@@ -595,28 +602,34 @@ impl Store for PostgresStore {
                 attempt += 1;
                 let now = self.inner.clock.now();
                 let mut tx = self.begin().await?;
-                let current = Self::lock(&mut tx, object.kind, &object.key()).await?;
-                let (result, op) = match &current {
-                    Some(current) => (
-                        versioning::prepare_update(object.clone(), current, false)?,
-                        Write::Update,
-                    ),
-                    None => {
-                        let mut fresh = object.clone();
-                        fresh.metadata.resource_version.clear();
-                        (versioning::prepare_create(fresh, None, now)?, Write::Insert)
+                let outcome = async {
+                    let current = Self::lock(&mut tx, object.kind, &object.key()).await?;
+                    let (result, op) = match &current {
+                        Some(current) => (
+                            versioning::prepare_update(object.clone(), current, false)?,
+                            Write::Update,
+                        ),
+                        None => {
+                            let mut fresh = object.clone();
+                            fresh.metadata.resource_version.clear();
+                            (versioning::prepare_create(fresh, None, now)?, Write::Insert)
+                        }
+                    };
+                    match self.write(&mut tx, op, &result, now).await {
+                        Ok(_) => Ok(Some((result, current.is_none()))),
+                        // Lost a race with a concurrent create: retry as an update.
+                        Err(e) if error::is_unique_violation(&e) && attempt < UPSERT_ATTEMPTS => {
+                            Ok(None)
+                        }
+                        Err(e) => Err(error::map(e)),
                     }
-                };
-                match self.write(&mut tx, op, &result, now).await {
-                    Ok(_) => {}
-                    // Lost a race with a concurrent create: retry as an update.
-                    Err(e) if error::is_unique_violation(&e) && attempt < UPSERT_ATTEMPTS => {
-                        continue;
-                    }
-                    Err(e) => return Err(error::map(e)),
                 }
-                tx.commit().await.map_err(error::map)?;
-                return Ok((result, current.is_none()));
+                .await;
+                match outcome {
+                    Ok(Some(done)) => return finish(tx, Ok(done)).await,
+                    Ok(None) => rollback(tx).await,
+                    Err(e) => return finish(tx, Err(e)).await,
+                }
             }
         })
         .await
@@ -631,11 +644,10 @@ impl Store for PostgresStore {
         status: Value,
     ) -> Result<Object> {
         self.timed("update status", async {
-            let now = self.inner.clock.now();
-            let mut tx = self.begin().await?;
-            let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
-            let updated = versioning::prepare_status(&current, expected_resource_version, status)?;
-            self.commit_update(tx, updated, now).await
+            self.modify(kind, namespace, name, |current, _| {
+                versioning::prepare_status(&current, expected_resource_version, status)
+            })
+            .await
         })
         .await
     }
@@ -693,13 +705,16 @@ impl Store for PostgresStore {
         self.timed("delete", async {
             let now = self.inner.clock.now();
             let mut tx = self.begin().await?;
-            let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
-            versioning::check_expected(&current, expected_resource_version)?;
-            self.write(&mut tx, Write::Delete, &current, now)
-                .await
-                .map_err(error::map)?;
-            tx.commit().await.map_err(error::map)?;
-            Ok(current)
+            let result = async {
+                let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
+                versioning::check_expected(&current, expected_resource_version)?;
+                self.write(&mut tx, Write::Delete, &current, now)
+                    .await
+                    .map_err(error::map)?;
+                Ok(current)
+            }
+            .await;
+            finish(tx, result).await
         })
         .await
     }
@@ -765,34 +780,40 @@ impl Store for PostgresStore {
             let worker = request.worker_id.to_lowercase();
             let mut skipped: Vec<String> = Vec::new();
             let mut tx = self.begin().await?;
-            for _ in 0..MAX_CLAIM_CANDIDATES {
-                let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
-                    .bind(now)
-                    .bind(request.namespace.as_deref())
-                    .bind(&region)
-                    .bind(request.gpu)
-                    .bind(&models)
-                    .bind(&worker)
-                    .bind(&skipped)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(error::map)?;
-                let Some((Json(mut task),)) = row else {
-                    break;
-                };
-                // The SQL filter approximates the rules; the shared functions decide.
-                if !task_queue::is_claimable(&task, now)
-                    || !task_queue::matches_worker(&task, request)
-                {
-                    skipped.push(task.key());
-                    continue;
+            let result = async {
+                for _ in 0..MAX_CLAIM_CANDIDATES {
+                    let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
+                        .bind(now)
+                        .bind(request.namespace.as_deref())
+                        .bind(&region)
+                        .bind(request.gpu)
+                        .bind(&models)
+                        .bind(&worker)
+                        .bind(&skipped)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(error::map)?;
+                    let Some((Json(mut task),)) = row else {
+                        break;
+                    };
+                    // The SQL filter approximates the rules; the shared functions decide.
+                    if !task_queue::is_claimable(&task, now)
+                        || !task_queue::matches_worker(&task, request)
+                    {
+                        skipped.push(task.key());
+                        continue;
+                    }
+                    task_queue::apply_claim(&mut task, request, now);
+                    versioning::bump(&mut task);
+                    self.write(&mut tx, Write::Update, &task, now)
+                        .await
+                        .map_err(error::map)?;
+                    return Ok(Some(task));
                 }
-                task_queue::apply_claim(&mut task, request, now);
-                versioning::bump(&mut task);
-                return self.commit_update(tx, task, now).await.map(Some);
+                Ok(None)
             }
-            tx.rollback().await.map_err(error::map)?;
-            Ok(None)
+            .await;
+            finish(tx, result).await
         })
         .await
     }
@@ -805,26 +826,26 @@ impl Store for PostgresStore {
         lease: Duration,
     ) -> Result<Object> {
         self.timed("renew task lease", async {
-            let now = self.inner.clock.now();
-            let mut tx = self.begin().await?;
-            let mut task = Self::lock_existing(&mut tx, Kind::Task, namespace, name).await?;
-            versioning::check_holder(&task, worker_id)?;
-            task_queue::apply_renewal(&mut task, lease, now);
-            versioning::bump(&mut task);
-            self.commit_update(tx, task, now).await
+            self.modify(Kind::Task, namespace, name, |mut task, now| {
+                versioning::check_holder(&task, worker_id)?;
+                task_queue::apply_renewal(&mut task, lease, now);
+                versioning::bump(&mut task);
+                Ok(task)
+            })
+            .await
         })
         .await
     }
 
     async fn release_task(&self, namespace: &str, name: &str, worker_id: &str) -> Result<Object> {
         self.timed("release task", async {
-            let now = self.inner.clock.now();
-            let mut tx = self.begin().await?;
-            let mut task = Self::lock_existing(&mut tx, Kind::Task, namespace, name).await?;
-            versioning::check_holder(&task, worker_id)?;
-            task_queue::apply_release(&mut task);
-            versioning::bump(&mut task);
-            self.commit_update(tx, task, now).await
+            self.modify(Kind::Task, namespace, name, |mut task, _| {
+                versioning::check_holder(&task, worker_id)?;
+                task_queue::apply_release(&mut task);
+                versioning::bump(&mut task);
+                Ok(task)
+            })
+            .await
         })
         .await
     }
@@ -870,5 +891,31 @@ impl Store for PostgresStore {
             Ok(lines)
         })
         .await
+    }
+}
+
+type PgTransaction = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Commits `tx` when `result` is Ok, rolls it back otherwise. A dropped sqlx transaction
+/// only queues its rollback until the connection is used again, so its locks would outlive
+/// a rejected write: a claim right after it would skip the still-locked row.
+pub(crate) async fn finish<T>(tx: PgTransaction, result: Result<T>) -> Result<T> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(error::map)?;
+            Ok(value)
+        }
+        Err(e) => {
+            rollback(tx).await;
+            Err(e)
+        }
+    }
+}
+
+async fn rollback(tx: PgTransaction) {
+    // A failed rollback means a broken connection, which the pool discards; the caller
+    // needs the reason the write was rejected, not this.
+    if let Err(e) = tx.rollback().await {
+        tracing::debug!(error = %e, "rollback after a rejected write failed");
     }
 }
