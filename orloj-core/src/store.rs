@@ -157,6 +157,14 @@ pub trait Store: Send + Sync + 'static {
         after_revision: Option<u64>,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>>;
 
+    /// A stream that yields (coalesced, best effort) after a write that made a task claimable
+    /// at once: a create, a release, a reset to Pending without a retry time. Workers claim on
+    /// it instead of waiting for their next poll, and still poll for what only time makes
+    /// claimable (retry times, expired leases). `None`, the default: no such signal; poll.
+    fn claim_signal(&self) -> Option<BoxStream<'static, ()>> {
+        None
+    }
+
     /// Claims the oldest claimable task matching the request (spec §5.3): sets phase Running,
     /// `claimedBy`/`assignedWorker`, `leaseUntil`, `lastHeartbeat`; a takeover of an expired
     /// lease appends a `takeover` history entry. Concurrent claimers never get the same task.

@@ -229,3 +229,39 @@ async fn a_not_ready_worker_record_claims_nothing() {
     w.heartbeat("Ready").await.expect("heartbeat");
     assert!(w.claim_next().await.expect("claim").is_some());
 }
+
+#[tokio::test]
+async fn a_created_task_is_claimed_on_the_store_signal_not_the_poll() {
+    let store = store();
+    setup(&store, &[]).await;
+    let config = WorkerConfig {
+        // The first poll runs at start; the next one is an hour away.
+        poll_interval: Duration::from_secs(3600),
+        ..fast("w-signal")
+    };
+    let w = worker(&store, Arc::new(MockModel::default()), config);
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    let s = store.clone();
+    wait_for("Worker Ready", || {
+        let s = s.clone();
+        async move {
+            s.get(Kind::Worker, "default", "w-signal")
+                .await
+                .is_ok_and(|o| o.phase() == "Ready")
+        }
+    })
+    .await;
+    apply(&store, &task_manifest("late", "s", "")).await;
+    wait_for("the task created after the first poll to succeed", || {
+        let s = s.clone();
+        async move {
+            s.get(Kind::Task, "default", "late")
+                .await
+                .is_ok_and(|o| o.phase() == "Succeeded")
+        }
+    })
+    .await;
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+}

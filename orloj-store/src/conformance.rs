@@ -88,6 +88,7 @@ macro_rules! store_conformance_tests {
             status_written_lease_decides_takeover,
             renew_by_owner_only,
             rejected_writes_leave_no_lock,
+            claim_signal_follows_claimable_writes,
             release_makes_claimable,
             concurrent_claimers_never_share,
             task_logs_append_limit_delete,
@@ -1276,6 +1277,43 @@ pub async fn rejected_writes_leave_no_lock(store: DynStore, _clock: Arc<ManualCl
         });
         assert_eq!(claimed.name(), name);
     }
+}
+
+/// The claim signal, when the store has one, fires after writes that make a task claimable at
+/// once (create, release) and stays quiet for the others (a claim, a template).
+pub async fn claim_signal_follows_claimable_writes(store: DynStore, _clock: Arc<ManualClock>) {
+    let Some(mut signal) = store.claim_signal() else {
+        return;
+    };
+    async fn wake(signal: &mut BoxStream<'static, ()>, within: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, signal.next()).await,
+            Ok(Some(()))
+        )
+    }
+    // A store that listens in the background (Postgres) signals once when listening starts
+    // (whatever came before is looked at then): let that pass first.
+    let _ = wake(&mut signal, Duration::from_secs(1)).await;
+    while wake(&mut signal, Duration::from_millis(300)).await {}
+
+    store.create(task("ns", "t")).await.expect("create");
+    assert!(
+        wake(&mut signal, Duration::from_secs(5)).await,
+        "a created task signals"
+    );
+    claim(&store, "w1").await.expect("claim");
+    let mut template = task("ns", "template");
+    template.spec["mode"] = json!("template");
+    store.create(template).await.expect("create template");
+    assert!(
+        !wake(&mut signal, Duration::from_millis(300)).await,
+        "neither a claim nor a template signals"
+    );
+    store.release_task("ns", "t", "w1").await.expect("release");
+    assert!(
+        wake(&mut signal, Duration::from_secs(5)).await,
+        "a released task signals"
+    );
 }
 
 /// A released task is claimable at once by another worker.

@@ -13,9 +13,9 @@ use orloj_core::{
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 
 /// How many past events are kept for watches that resume from a revision.
 pub const DEFAULT_EVENT_RETENTION: usize = 8192;
@@ -69,6 +69,8 @@ struct State {
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<WatchEvent>,
+    /// Bumped when a write makes a task claimable at once ([`Store::claim_signal`]).
+    claimable: watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     retention: usize,
 }
@@ -97,6 +99,7 @@ impl MemoryStore {
                 logs: HashMap::new(),
             })),
             events,
+            claimable: watch::channel(0).0,
             clock,
             retention,
         }
@@ -127,6 +130,9 @@ impl MemoryStore {
         } else {
             None
         };
+        if claimable_from == Some(None) {
+            self.claimable.send_modify(|n| *n = n.wrapping_add(1));
+        }
         let shared = Arc::new(object);
         if event_type == WatchEventType::Deleted {
             state.objects.remove(&key);
@@ -371,6 +377,14 @@ impl Store for MemoryStore {
                 futures::future::ready(Some(item))
             });
         Ok(replay.chain(live).boxed())
+    }
+
+    fn claim_signal(&self) -> Option<BoxStream<'static, ()>> {
+        Some(
+            WatchStream::from_changes(self.claimable.subscribe())
+                .map(|_| ())
+                .boxed(),
+        )
     }
 
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {

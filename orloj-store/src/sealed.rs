@@ -409,6 +409,10 @@ impl Store for SealedStore {
             .boxed())
     }
 
+    fn claim_signal(&self) -> Option<BoxStream<'static, ()>> {
+        self.inner.claim_signal()
+    }
+
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {
         self.inner.claim_task(request).await
     }

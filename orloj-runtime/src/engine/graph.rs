@@ -288,9 +288,15 @@ pub async fn prepare(
     if spec.agents.iter().any(|a| a.trim().is_empty()) {
         errors.push("agentsystem contains empty agent name".to_string());
     }
+    // The agents load concurrently (each is a few store round trips); errors keep their order.
+    let loads = spec
+        .agents
+        .iter()
+        .filter(|a| !a.trim().is_empty())
+        .map(|name| load_agent(store, router, &ns, name));
     let mut agents = Vec::new();
-    for name in spec.agents.iter().filter(|a| !a.trim().is_empty()) {
-        match load_agent(store, router, &ns, name).await {
+    for loaded in futures::future::join_all(loads).await {
+        match loaded {
             Ok(agent) => agents.push(agent),
             Err(mut errs) => errors.append(&mut errs),
         }

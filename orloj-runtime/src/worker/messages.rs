@@ -344,7 +344,13 @@ impl Worker {
             }
         };
         record_claim(&mut status);
+        let log_claim = async {
+            if let Some(claim) = &claim {
+                self.log(&task, claim.message.clone()).await;
+            }
+        };
         let Some(md) = self.message_runtime().cloned() else {
+            log_claim.await;
             let failure = StepFailure {
                 reason: "task execution mode message-driven requires configured agent message bus"
                     .into(),
@@ -352,7 +358,11 @@ impl Worker {
             };
             return self.finalize(&task, status, Err(failure), None).await;
         };
-        let prepared = match self.prepared_for(&md, &task, status.attempts).await {
+        // The claim's log line is written while the run is resolved, before anything later
+        // is logged.
+        let (_, prepared) =
+            futures::join!(log_claim, self.prepared_for(&md, &task, status.attempts));
+        let prepared = match prepared {
             Ok(p) => p,
             Err(f) => return self.finalize(&task, status, Err(f), None).await,
         };

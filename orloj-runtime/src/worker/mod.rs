@@ -31,6 +31,7 @@ use crate::events::{Event, EventBus};
 use crate::governance::approval::{self, ApprovalState};
 use crate::governance::authorizer::{AuthorizedExecutor, RoleAuthorizer};
 use crate::governance::policy::PolicySet;
+use futures::StreamExt;
 use orloj_core::clock::Clock;
 use orloj_core::model::ModelRouter;
 use orloj_core::resources::{
@@ -375,12 +376,13 @@ impl Worker {
                 humanize(self.config.lease_duration)
             ),
         );
-        self.log(&task, claim.message.clone()).await;
         if self.config.execution_mode == ExecutionMode::MessageDriven {
-            // The kickoff write records the claim too: one status write fewer per task.
+            // The kickoff write records the claim too (one status write fewer per task) and
+            // logs it.
             self.publish(&task, "claimed", &claim.message);
             return self.kickoff_held(task, Some(claim)).await;
         }
+        self.log(&task, claim.message.clone()).await;
         let Some(task) = self
             .write_status(&task, |status| {
                 push_history(status, claim.clone());
@@ -918,6 +920,28 @@ impl Worker {
         Err(last)
     }
 
+    /// Claims tasks and starts running them until no slot is free or nothing is claimable.
+    async fn claim_available(&self, running: &mut JoinSet<()>) {
+        loop {
+            match self.claim_next().await {
+                Ok(Some(task)) => {
+                    let worker = self.clone();
+                    running.spawn(async move {
+                        let key = task.key();
+                        if let Err(e) = worker.execute(task).await {
+                            tracing::warn!(task = %key, error = %e, "task execution failed");
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(worker = %self.config.worker_id, error = %e, "claim failed");
+                    break;
+                }
+            }
+        }
+    }
+
     /// Runs until `cancel` fires: heartbeats, claims up to capacity and runs tasks concurrently.
     /// On cancel it stops claiming, waits up to the drain timeout, releases tasks it could not
     /// finish and marks its `Worker` NotReady.
@@ -943,6 +967,12 @@ impl Worker {
         ));
         let mut consumer_done = !consuming;
         let mut consumer_failure: Option<String> = None;
+        // New work is claimed when the store signals it, else at the next poll.
+        let mut claim_signal = self
+            .store
+            .claim_signal()
+            .unwrap_or_else(|| futures::stream::pending().boxed());
+        let mut signal_live = true;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -985,26 +1015,11 @@ impl Worker {
                         }
                     }
                 }
-                _ = poll.tick(), if *subscribed.borrow() => {
-                    loop {
-                        match self.claim_next().await {
-                            Ok(Some(task)) => {
-                                let worker = self.clone();
-                                running.spawn(async move {
-                                    let key = task.key();
-                                    if let Err(e) = worker.execute(task).await {
-                                        tracing::warn!(task = %key, error = %e, "task execution failed");
-                                    }
-                                });
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::warn!(worker = %self.config.worker_id, error = %e, "claim failed");
-                                break;
-                            }
-                        }
-                    }
-                }
+                _ = poll.tick(), if *subscribed.borrow() => self.claim_available(&mut running).await,
+                signal = claim_signal.next(), if signal_live && *subscribed.borrow() => match signal {
+                    Some(()) => self.claim_available(&mut running).await,
+                    None => signal_live = false,
+                },
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
         }

@@ -55,6 +55,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::WatchStream;
 
 /// A pooled connection idle this long is pinged before it is handed out.
 const IDLE_PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -118,9 +119,10 @@ struct Inner {
     notifier: OnceLock<Notifier>,
 }
 
-/// The LISTEN task and the revision it last heard of.
+/// The LISTEN task, the revision it last heard of and a count of claimable-task signals.
 struct Notifier {
     latest: watch::Receiver<u64>,
+    claimable: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
@@ -327,16 +329,17 @@ impl PostgresStore {
         finish(tx, result).await
     }
 
-    fn notifier(&self) -> watch::Receiver<u64> {
-        self.inner
-            .notifier
-            .get_or_init(|| {
-                let (tx, rx) = watch::channel(0);
-                let task = tokio::spawn(listen(self.inner.pool.clone(), tx));
-                Notifier { latest: rx, task }
-            })
-            .latest
-            .clone()
+    fn notifier(&self) -> &Notifier {
+        self.inner.notifier.get_or_init(|| {
+            let (latest_tx, latest) = watch::channel(0);
+            let (claimable_tx, claimable) = watch::channel(0);
+            let task = tokio::spawn(listen(self.inner.pool.clone(), latest_tx, claimable_tx));
+            Notifier {
+                latest,
+                claimable,
+                task,
+            }
+        })
     }
 
     async fn head(&self) -> Result<(u64, Option<u64>)> {
@@ -375,14 +378,22 @@ fn label_objects(options: &ListOptions) -> (Vec<Value>, Vec<Value>) {
 
 /// Keeps `latest` at the newest notified revision; reconnects after errors. Every (re)connect
 /// also wakes watchers, since notifications sent while disconnected are lost.
-async fn listen(pool: PgPool, latest: watch::Sender<u64>) {
+async fn listen(pool: PgPool, latest: watch::Sender<u64>, claimable: watch::Sender<u64>) {
     loop {
         match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(sql::EVENTS_CHANNEL).await {
+            Ok(mut listener) => match listener
+                .listen_all([sql::EVENTS_CHANNEL, sql::CLAIMABLE_CHANNEL])
+                .await
+            {
                 Ok(()) => loop {
+                    // Whatever was notified while not listening is looked at again.
                     latest.send_modify(|_| {});
+                    claimable.send_modify(|n| *n = n.wrapping_add(1));
                     loop {
                         match listener.try_recv().await {
+                            Ok(Some(n)) if n.channel() == sql::CLAIMABLE_CHANNEL => {
+                                claimable.send_modify(|n| *n = n.wrapping_add(1));
+                            }
                             Ok(Some(n)) => {
                                 if let Ok(rev) = n.payload().parse::<u64>() {
                                     latest.send_modify(|v| *v = (*v).max(rev));
@@ -730,7 +741,7 @@ impl Store for PostgresStore {
         after_revision: Option<u64>,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
         // Start listening before reading the head, so no notification falls in between.
-        let latest = self.notifier();
+        let latest = self.notifier().latest.clone();
         let (current, oldest) = self.timed("watch", self.head()).await?;
         let last = match after_revision {
             None => current,
@@ -766,6 +777,12 @@ impl Store for PostgresStore {
             state.next().await.map(|item| (item, state))
         })
         .boxed())
+    }
+
+    fn claim_signal(&self) -> Option<BoxStream<'static, ()>> {
+        let mut claimable = self.notifier().claimable.clone();
+        claimable.mark_unchanged();
+        Some(WatchStream::from_changes(claimable).map(|_| ()).boxed())
     }
 
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {

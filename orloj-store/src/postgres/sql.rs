@@ -9,6 +9,9 @@ use std::sync::{Arc, LazyLock};
 /// The NOTIFY channel the `store_events` trigger publishes revisions on.
 pub(crate) const EVENTS_CHANNEL: &str = "orloj_store_events";
 
+/// The NOTIFY channel the `tasks` trigger (migration 0005) signals claimable tasks on.
+pub(crate) const CLAIMABLE_CHANNEL: &str = "orloj_task_claimable";
+
 /// Statements for one kind's table.
 pub(crate) struct KindSql {
     pub get: Arc<str>,
