@@ -58,22 +58,26 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// Waits until object `name` of `kind` (namespace default) has phase `phase`.
+async fn wait_phase(store: &Arc<dyn Store>, kind: Kind, name: &str, phase: &str) {
+    wait_for(&format!("{kind} {name} {phase}"), || {
+        let s = store.clone();
+        async move {
+            s.get(kind, "default", name)
+                .await
+                .is_ok_and(|o| o.phase() == phase)
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn worker_registers_ready_then_not_ready_on_shutdown() {
     let store = store();
     let w = worker(&store, Arc::new(MockModel::default()), fast("w-reg"));
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(w.run(cancel.clone()));
-    let s = store.clone();
-    wait_for("Worker Ready", || {
-        let s = s.clone();
-        async move {
-            s.get(Kind::Worker, "default", "w-reg")
-                .await
-                .is_ok_and(|o| o.phase() == "Ready")
-        }
-    })
-    .await;
+    wait_phase(&store, Kind::Worker, "w-reg", "Ready").await;
     let obj = store
         .get(Kind::Worker, "default", "w-reg")
         .await
@@ -242,26 +246,39 @@ async fn a_created_task_is_claimed_on_the_store_signal_not_the_poll() {
     let w = worker(&store, Arc::new(MockModel::default()), config);
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(w.run(cancel.clone()));
-    let s = store.clone();
-    wait_for("Worker Ready", || {
-        let s = s.clone();
-        async move {
-            s.get(Kind::Worker, "default", "w-signal")
-                .await
-                .is_ok_and(|o| o.phase() == "Ready")
-        }
-    })
-    .await;
+    wait_phase(&store, Kind::Worker, "w-signal", "Ready").await;
     apply(&store, &task_manifest("late", "s", "")).await;
-    wait_for("the task created after the first poll to succeed", || {
-        let s = s.clone();
-        async move {
-            s.get(Kind::Task, "default", "late")
-                .await
-                .is_ok_and(|o| o.phase() == "Succeeded")
-        }
-    })
+    // Created after the first poll: only the store's signal gets it claimed in time.
+    wait_phase(&store, Kind::Task, "late", "Succeeded").await;
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+}
+
+#[tokio::test]
+async fn a_freed_slot_claims_the_waiting_task_without_a_poll() {
+    let store = store();
+    setup(&store, &[]).await;
+    let config = WorkerConfig {
+        poll_interval: Duration::from_secs(3600),
+        max_concurrent_tasks: 1,
+        ..fast("w-slot")
+    };
+    let w = worker(&store, Arc::new(MockModel::default()), config);
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    wait_phase(&store, Kind::Worker, "w-slot", "Ready").await;
+    // Both signal while the single slot is taken by the first.
+    apply(
+        &store,
+        &format!(
+            "{}{}",
+            task_manifest("first", "s", ""),
+            task_manifest("second", "s", "")
+        ),
+    )
     .await;
+    wait_phase(&store, Kind::Task, "first", "Succeeded").await;
+    wait_phase(&store, Kind::Task, "second", "Succeeded").await;
     cancel.cancel();
     handle.await.expect("join").expect("run ok");
 }

@@ -921,7 +921,8 @@ impl Worker {
     }
 
     /// Claims tasks and starts running them until no slot is free or nothing is claimable.
-    async fn claim_available(&self, running: &mut JoinSet<()>) {
+    /// Returns whether it stopped for want of a free slot (so a freed slot should claim again).
+    async fn claim_available(&self, running: &mut JoinSet<()>) -> bool {
         loop {
             match self.claim_next().await {
                 Ok(Some(task)) => {
@@ -933,10 +934,10 @@ impl Worker {
                         }
                     });
                 }
-                Ok(None) => break,
+                Ok(None) => return self.current_tasks() >= self.capacity(),
                 Err(e) => {
                     tracing::warn!(worker = %self.config.worker_id, error = %e, "claim failed");
-                    break;
+                    return false;
                 }
             }
         }
@@ -973,6 +974,7 @@ impl Worker {
             .claim_signal()
             .unwrap_or_else(|| futures::stream::pending().boxed());
         let mut signal_live = true;
+        let mut slots_full = false;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -1015,12 +1017,20 @@ impl Worker {
                         }
                     }
                 }
-                _ = poll.tick(), if *subscribed.borrow() => self.claim_available(&mut running).await,
+                _ = poll.tick(), if *subscribed.borrow() => {
+                    slots_full = self.claim_available(&mut running).await;
+                }
                 signal = claim_signal.next(), if signal_live && *subscribed.borrow() => match signal {
-                    Some(()) => self.claim_available(&mut running).await,
+                    Some(()) => slots_full = self.claim_available(&mut running).await,
                     None => signal_live = false,
                 },
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {
+                    // A slot came free while work was waiting for one: claim now, not at
+                    // the next poll.
+                    if slots_full && *subscribed.borrow() {
+                        slots_full = self.claim_available(&mut running).await;
+                    }
+                }
             }
         }
         consumers.cancel();
