@@ -306,24 +306,26 @@ impl PostgresStore {
         Ok(revision.map(|r| u64::try_from(r).unwrap_or(0)))
     }
 
-    /// Locks an existing object, lets `change` turn it into its next version, writes that and
-    /// commits; anything `change` rejects rolls back and writes nothing.
+    /// Locks an existing object, lets `change` turn it into what `op` writes (its next version,
+    /// or itself for a delete), writes that and commits; anything `change` rejects rolls back
+    /// and writes nothing.
     async fn modify(
         &self,
         kind: Kind,
         namespace: &str,
         name: &str,
+        op: Write,
         change: impl FnOnce(Object, DateTime<Utc>) -> Result<Object>,
     ) -> Result<Object> {
         let now = self.inner.clock.now();
         let mut tx = self.begin().await?;
         let result = async {
             let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
-            let updated = change(current, now)?;
-            self.write(&mut tx, Write::Update, &updated, now)
+            let written = change(current, now)?;
+            self.write(&mut tx, op, &written, now)
                 .await
                 .map_err(error::map)?;
-            Ok(updated)
+            Ok(written)
         }
         .await;
         finish(tx, result).await
@@ -598,7 +600,7 @@ impl Store for PostgresStore {
     async fn update(&self, object: Object) -> Result<Object> {
         self.timed("update", async {
             let (kind, namespace, name) = (object.kind, object.namespace(), object.name());
-            self.modify(kind, namespace, name, |current, _| {
+            self.modify(kind, namespace, name, Write::Update, |current, _| {
                 versioning::prepare_update(object.clone(), &current, true)
             })
             .await
@@ -636,10 +638,9 @@ impl Store for PostgresStore {
                     }
                 }
                 .await;
-                match outcome {
-                    Ok(Some(done)) => return finish(tx, Ok(done)).await,
-                    Ok(None) => rollback(tx).await,
-                    Err(e) => return finish(tx, Err(e)).await,
+                match outcome.transpose() {
+                    Some(result) => return finish(tx, result).await,
+                    None => rollback(tx).await,
                 }
             }
         })
@@ -655,7 +656,7 @@ impl Store for PostgresStore {
         status: Value,
     ) -> Result<Object> {
         self.timed("update status", async {
-            self.modify(kind, namespace, name, |current, _| {
+            self.modify(kind, namespace, name, Write::Update, |current, _| {
                 versioning::prepare_status(&current, expected_resource_version, status)
             })
             .await
@@ -714,18 +715,11 @@ impl Store for PostgresStore {
         expected_resource_version: Option<&str>,
     ) -> Result<Object> {
         self.timed("delete", async {
-            let now = self.inner.clock.now();
-            let mut tx = self.begin().await?;
-            let result = async {
-                let current = Self::lock_existing(&mut tx, kind, namespace, name).await?;
+            self.modify(kind, namespace, name, Write::Delete, |current, _| {
                 versioning::check_expected(&current, expected_resource_version)?;
-                self.write(&mut tx, Write::Delete, &current, now)
-                    .await
-                    .map_err(error::map)?;
                 Ok(current)
-            }
-            .await;
-            finish(tx, result).await
+            })
+            .await
         })
         .await
     }
@@ -843,12 +837,18 @@ impl Store for PostgresStore {
         lease: Duration,
     ) -> Result<Object> {
         self.timed("renew task lease", async {
-            self.modify(Kind::Task, namespace, name, |mut task, now| {
-                versioning::check_holder(&task, worker_id)?;
-                task_queue::apply_renewal(&mut task, lease, now);
-                versioning::bump(&mut task);
-                Ok(task)
-            })
+            self.modify(
+                Kind::Task,
+                namespace,
+                name,
+                Write::Update,
+                |mut task, now| {
+                    versioning::check_holder(&task, worker_id)?;
+                    task_queue::apply_renewal(&mut task, lease, now);
+                    versioning::bump(&mut task);
+                    Ok(task)
+                },
+            )
             .await
         })
         .await
@@ -856,7 +856,7 @@ impl Store for PostgresStore {
 
     async fn release_task(&self, namespace: &str, name: &str, worker_id: &str) -> Result<Object> {
         self.timed("release task", async {
-            self.modify(Kind::Task, namespace, name, |mut task, _| {
+            self.modify(Kind::Task, namespace, name, Write::Update, |mut task, _| {
                 versioning::check_holder(&task, worker_id)?;
                 task_queue::apply_release(&mut task);
                 versioning::bump(&mut task);
