@@ -317,3 +317,93 @@ async fn watch_sees_writes_of_another_store() {
         started.elapsed()
     );
 }
+
+/// Migration 0006: the task columns the claim filters on are set by the store on every write.
+/// After each kind of write they must equal the formulas of the generated columns they replaced,
+/// evaluated by Postgres on the stored payload.
+#[tokio::test]
+async fn task_columns_follow_the_payload_on_every_write() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let clock = clock();
+    let store = PostgresStore::connect(&db.url, options(None), clock.clone())
+        .await
+        .expect("connect");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    let mismatches = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT name FROM tasks WHERE NOT ( \
+               namespace = coalesce(nullif(orloj_text(payload -> 'metadata' -> 'namespace'), ''), 'default') \
+               AND status_phase = lower(orloj_text(payload -> 'status' -> 'phase')) \
+               AND spec_hash = orloj_spec_hash(payload -> 'spec') \
+               AND system_ref = orloj_text(payload -> 'spec' -> 'system') \
+               AND mode = lower(btrim(orloj_text(payload -> 'spec' -> 'mode'))) \
+               AND priority = orloj_text(payload -> 'spec' -> 'priority') \
+               AND assigned_worker = orloj_text(payload -> 'status' -> 'assignedWorker') \
+               AND claimed_by = orloj_text(payload -> 'status' -> 'claimedBy') \
+               AND req_region = lower(btrim(orloj_text(payload -> 'spec' -> 'requirements' -> 'region'))) \
+               AND req_gpu = coalesce(payload -> 'spec' -> 'requirements' -> 'gpu' = 'true'::jsonb, false) \
+               AND req_model = lower(btrim(orloj_text(payload -> 'spec' -> 'requirements' -> 'model'))) \
+               AND lease_until IS NOT DISTINCT FROM (payload -> 'status' ->> 'leaseUntil')::timestamptz \
+               AND next_attempt_at IS NOT DISTINCT FROM (payload -> 'status' ->> 'nextAttemptAt')::timestamptz)",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("compare columns")
+    };
+    let mut task = Object::new(Kind::Task, "ns", "t");
+    task.spec = json!({
+        "system": "Sys", "mode": " Run ", "priority": "High",
+        "requirements": {"region": " EU-West ", "gpu": true, "model": "GPT-X "}
+    });
+    store.create(task).await.expect("create");
+    let mut other = Object::new(Kind::Task, "", "u");
+    other.spec = json!({"system": 7, "requirements": {"gpu": "true"}});
+    store.create(other).await.expect("create another");
+    assert_eq!(mismatches().await, Vec::<String>::new(), "after create");
+
+    let request = orloj_core::ClaimRequest {
+        worker_id: "w1".into(),
+        lease: Duration::from_secs(30),
+        region: "eu-west".into(),
+        gpu: true,
+        supported_models: vec!["gpt-x".into()],
+        namespace: Some("ns".into()),
+    };
+    let claimed = store
+        .claim_task(&request)
+        .await
+        .expect("claim")
+        .expect("the task matches its requirements");
+    assert_eq!(claimed.name(), "t");
+    assert_eq!(mismatches().await, Vec::<String>::new(), "after claim");
+
+    let mut status = claimed.status.clone();
+    status["phase"] = json!("WaitingApproval");
+    status["nextAttemptAt"] = json!("2030-01-02T03:04:05Z");
+    let written = store
+        .update_status_of(&claimed, status)
+        .await
+        .expect("status write");
+    assert_eq!(
+        mismatches().await,
+        Vec::<String>::new(),
+        "after a status write"
+    );
+
+    let mut changed = (*written).clone();
+    changed.spec["system"] = json!("other");
+    changed.spec["requirements"]["gpu"] = json!(false);
+    store.update(changed).await.expect("spec update");
+    store
+        .release_task("ns", "t", "w1")
+        .await
+        .expect_err("no longer running: nothing to release");
+    assert_eq!(mismatches().await, Vec::<String>::new(), "after an update");
+    let phase: String = sqlx::query_scalar("SELECT status_phase FROM tasks WHERE name = 'ns/t'")
+        .fetch_one(&pool)
+        .await
+        .expect("phase");
+    assert_eq!(phase, "waitingapproval");
+}

@@ -294,9 +294,19 @@ impl PostgresStore {
             .bind(object.name())
             .bind(retention);
         if object.kind == Kind::Task && !matches!(op, Write::Delete) {
+            let c = task_columns(object);
             query = query
-                .bind(status_time(object, "leaseUntil"))
-                .bind(status_time(object, "nextAttemptAt"));
+                .bind(c.lease_until)
+                .bind(c.next_attempt_at)
+                .bind(c.status_phase)
+                .bind(c.system_ref)
+                .bind(c.mode)
+                .bind(c.priority)
+                .bind(c.assigned_worker)
+                .bind(c.claimed_by)
+                .bind(c.req_region)
+                .bind(c.req_gpu)
+                .bind(c.req_model);
         }
         if let Some(version) = expected_version {
             let created = serde_json::to_value(object.metadata.created_at).unwrap_or(Value::Null);
@@ -358,6 +368,49 @@ fn to_u64(v: i64) -> u64 {
 }
 
 /// A status timestamp as the claim rules read it (unparseable counts as unset).
+/// The columns of a task row the store sets from the object ([`sql::TASK_COLUMNS`], bound in
+/// that order); the formulas of the generated columns they replaced (migration 0006).
+#[derive(Debug, PartialEq)]
+struct TaskColumns<'a> {
+    lease_until: Option<DateTime<Utc>>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    status_phase: String,
+    system_ref: &'a str,
+    mode: String,
+    priority: &'a str,
+    assigned_worker: &'a str,
+    claimed_by: &'a str,
+    req_region: String,
+    req_gpu: bool,
+    req_model: String,
+}
+
+fn task_columns(task: &Object) -> TaskColumns<'_> {
+    // orloj_text: a JSON string, or '' for anything else.
+    fn text<'v>(v: &'v Value, path: &[&str]) -> &'v str {
+        path.iter()
+            .try_fold(v, |v, key| v.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+    // lower(btrim(...)): btrim without characters trims spaces only.
+    let normalized = |v: &Value, path: &[&str]| text(v, path).trim_matches(' ').to_lowercase();
+    let (spec, status) = (&task.spec, &task.status);
+    TaskColumns {
+        lease_until: status_time(task, "leaseUntil"),
+        next_attempt_at: status_time(task, "nextAttemptAt"),
+        status_phase: text(status, &["phase"]).to_lowercase(),
+        system_ref: text(spec, &["system"]),
+        mode: normalized(spec, &["mode"]),
+        priority: text(spec, &["priority"]),
+        assigned_worker: text(status, &["assignedWorker"]),
+        claimed_by: text(status, &["claimedBy"]),
+        req_region: normalized(spec, &["requirements", "region"]),
+        req_gpu: spec.pointer("/requirements/gpu") == Some(&Value::Bool(true)),
+        req_model: normalized(spec, &["requirements", "model"]),
+    }
+}
+
 fn status_time(task: &Object, field: &str) -> Option<DateTime<Utc>> {
     task.status
         .get(field)

@@ -20,12 +20,28 @@ pub(crate) struct KindSql {
     pub insert: Arc<str>,
     pub update: Arc<str>,
     /// `update` only while the stored resourceVersion and createdAt (jsonb) are the last two
-    /// parameters ($10, $11 for tasks; $8, $9 otherwise); no row when they are not. createdAt
+    /// parameters ($19, $20 for tasks; $8, $9 otherwise); no row when they are not. createdAt
     /// tells apart an object deleted and created again under the same name, whose versions
     /// start again at 1.
     pub update_if_version: Arc<str>,
     pub delete: Arc<str>,
 }
+
+/// The task columns the store computes from the object it writes, in parameter order from $8
+/// (`task_columns` in the store binds them; the claim query filters on them).
+pub(crate) const TASK_COLUMNS: [&str; 11] = [
+    "lease_until",
+    "next_attempt_at",
+    "status_phase",
+    "system_ref",
+    "mode",
+    "priority",
+    "assigned_worker",
+    "claimed_by",
+    "req_region",
+    "req_gpu",
+    "req_model",
+];
 
 /// Wraps a statement for `sqlx::query`; sqlx caches the prepared statement per connection.
 pub(crate) fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
@@ -35,7 +51,7 @@ pub(crate) fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
 /// Bumps the store revision (taking the row lock that orders all writers), records the event
 /// and prunes events older than the retention window ($7), all in the caller's statement.
 /// Parameters shared by every write: $1 key, $2 payload, $3 now, $4 kind, $5 namespace,
-/// $6 name, $7 retention. Tasks add $8 lease_until, $9 next_attempt_at.
+/// $6 name, $7 retention. Tasks add [`TASK_COLUMNS`] as $8 to $18 (not for a delete).
 fn write_prefix(event_type: &str) -> String {
     guarded_write_prefix("", event_type)
 }
@@ -60,15 +76,29 @@ fn build(kind: Kind) -> KindSql {
     let t = kind.table();
     let task = kind == Kind::Task;
     let (task_cols, task_vals, task_set) = if task {
+        // Migration 0006: the store sets what used to be generated from the payload.
+        let params = (8..).map(|n| format!("${n}"));
+        let cols = TASK_COLUMNS;
+        let vals: Vec<String> = params.take(cols.len()).collect();
+        let hash = "orloj_spec_hash($2::jsonb -> 'spec')";
         (
-            ", lease_until, next_attempt_at",
-            ", $8, $9",
-            ", lease_until = $8, next_attempt_at = $9",
+            format!(", namespace, spec_hash, {}", cols.join(", ")),
+            format!(", $5, {hash}, {}", vals.join(", ")),
+            format!(
+                ", namespace = $5, spec_hash = {hash}, {}",
+                cols.iter()
+                    .zip(&vals)
+                    .map(|(c, v)| format!("{c} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )
     } else {
-        ("", "", "")
+        Default::default()
     };
-    let (version_param, created_param) = if task { ("$10", "$11") } else { ("$8", "$9") };
+    let first_guard = if task { 8 + TASK_COLUMNS.len() } else { 8 };
+    let (version_param, created_param) =
+        (format!("${first_guard}"), format!("${}", first_guard + 1));
     let s = |text: String| -> Arc<str> { Arc::from(text) };
     KindSql {
         get: s(format!("SELECT payload FROM {t} WHERE name = $1")),
