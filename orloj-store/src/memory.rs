@@ -61,7 +61,42 @@ struct State {
     objects: BTreeMap<(Kind, String), Entry>,
     revision: u64,
     history: VecDeque<Retained>,
+    /// Events that fell out of `history` during this lock; dropped after it is released.
+    evicted: Vec<Retained>,
     logs: HashMap<String, VecDeque<String>>,
+}
+
+/// The store's lock. Freeing an evicted event can free a whole old object (the last reference
+/// to a task version written thousands of writes ago, cold in the cache): that happens after
+/// the lock is released, not while every other store call waits for it.
+struct Locked<'a> {
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // Only `drop` takes the guard.
+        self.guard.as_deref().expect("the guard is held until drop")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard
+            .as_deref_mut()
+            .expect("the guard is held until drop")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            let evicted = std::mem::take(&mut guard.evicted);
+            drop(guard);
+            drop(evicted);
+        }
+    }
 }
 
 /// The in-memory store. Cheap to clone; clones share the same data.
@@ -96,6 +131,7 @@ impl MemoryStore {
                 objects: BTreeMap::new(),
                 revision: 0,
                 history: VecDeque::new(),
+                evicted: Vec::new(),
                 logs: HashMap::new(),
             })),
             events,
@@ -105,10 +141,12 @@ impl MemoryStore {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock cannot leave a half-written entry: every write builds
         // the new object first and inserts it in one step.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        Locked {
+            guard: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
+        }
     }
 
     fn commit(&self, state: &mut State, event_type: WatchEventType, object: Object) -> Object {
@@ -161,7 +199,9 @@ impl MemoryStore {
         let written = retained.object.clone();
         state.history.push_back(retained);
         while state.history.len() > self.retention {
-            state.history.pop_front();
+            if let Some(old) = state.history.pop_front() {
+                state.evicted.push(old);
+            }
         }
         written
     }

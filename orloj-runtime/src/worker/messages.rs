@@ -382,7 +382,7 @@ impl Worker {
         // `task` is as the claim (or the approval resume) just wrote it; `status` is its status
         // plus the kickoff.
         let Some((written, written_status)) = self
-            .write_status_latest(&task, status, |s, ours| {
+            .write_status_latest(&task, &mut status, |s, ours| {
                 record_claim(s);
                 merge_progress(s, ours);
                 s.output = ours.output.clone();
@@ -849,11 +849,13 @@ impl Worker {
                     self.finalize(task, status, Ok(()), None).await?;
                     return Ok(StepEnd::Settled(Settle::Ack));
                 }
-                let Some((written, written_status)) = self.persist_step(md, task, &status).await?
+                let Some((written, written_status)) =
+                    self.persist_step(md, task, &mut status).await?
                 else {
                     return Ok(StepEnd::Settled(Settle::Ack));
                 };
-                for m in status.messages.iter().skip(before) {
+                // The written status has this step's messages at the same places.
+                for m in written_status.messages.iter().skip(before) {
                     self.publish_message(md, &written, m, None).await?;
                 }
                 Ok(StepEnd::Continue(Box::new((written, written_status))))
@@ -936,7 +938,7 @@ impl Worker {
                 retryable: Some(true),
                 ..Default::default()
             });
-            return match self.persist_step(md, task, &status).await? {
+            return match self.persist_step(md, task, &mut status).await? {
                 Some(_) => Ok(StepEnd::Settled(Settle::Nak(delay))),
                 None => Ok(StepEnd::Settled(Settle::Ack)),
             };
@@ -971,7 +973,7 @@ impl Worker {
         &self,
         md: &MessageRuntime,
         task: &Object,
-        ours: &TaskStatus,
+        ours: &mut TaskStatus,
     ) -> Result<Option<Written>> {
         let mut delay = Duration::from_millis(50);
         let deadline = tokio::time::Instant::now() + self.config.lease_duration / 2;
@@ -984,11 +986,10 @@ impl Worker {
             let now_s = format_time(now);
             // `ours` is `task`'s status plus this step's engine progress (trace, messages, joins,
             // output): with the new lease it is the whole next status.
-            let mut next = ours.clone();
-            next.lease_until = lease_until;
-            next.last_heartbeat = now_s;
+            ours.lease_until = lease_until;
+            ours.last_heartbeat = now_s;
             let written = self
-                .write_status_latest(task, next, |s, next| {
+                .write_status_latest(task, ours, |s, next| {
                     merge_progress(s, next);
                     s.output = next.output.clone();
                     s.lease_until = next.lease_until.clone();

@@ -704,7 +704,8 @@ impl Worker {
         let (log_line, phase_after): (String, String);
         // The history entry doubles as the event: its type names the transition.
         let event: TaskHistoryEvent;
-        let apply: Box<dyn Fn(&mut TaskStatus) + Send + Sync> = match &outcome {
+        // The transition itself; the run's progress (`ours`) is merged in separately below.
+        let transition: Box<dyn Fn(&mut TaskStatus) + Send + Sync> = match &outcome {
             Ok(()) => {
                 let out = &ours.output;
                 log_line = format!(
@@ -718,11 +719,10 @@ impl Worker {
                 phase_after = "Succeeded".into();
                 let h = self.history("succeeded", "task execution completed".into());
                 event = h.clone();
-                let ours = ours.clone();
+                let output = ours.output.clone();
                 let now_s = now_s.clone();
                 Box::new(move |s: &mut TaskStatus| {
-                    merge_progress(s, &ours);
-                    s.output = ours.output.clone();
+                    s.output = output.clone();
                     s.phase = "Succeeded".into();
                     s.completed_at = now_s.clone();
                     s.last_error.clear();
@@ -736,10 +736,8 @@ impl Worker {
                 phase_after = "WaitingApproval".into();
                 let h = self.history("waiting_approval", f.reason.clone());
                 event = h.clone();
-                let ours = ours.clone();
                 let reason = f.reason.clone();
                 Box::new(move |s: &mut TaskStatus| {
-                    merge_progress(s, &ours);
                     s.phase = "WaitingApproval".into();
                     s.last_error = reason.clone();
                     push_history(s, h.clone());
@@ -747,7 +745,6 @@ impl Worker {
             }
             Err(f) => {
                 let reason = f.reason.clone();
-                let ours = ours.clone();
                 match decided.unwrap_or_else(|| decide(&reason, attempts, max_attempts, backoff)) {
                     FailureOutcome::Retry(delay) => {
                         let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -761,7 +758,6 @@ impl Worker {
                         let h = self.history("retry_scheduled", last_error.clone());
                         event = h.clone();
                         Box::new(move |s: &mut TaskStatus| {
-                            merge_progress(s, &ours);
                             s.phase = "Pending".into();
                             s.last_error = last_error.clone();
                             s.next_attempt_at = next_s.clone();
@@ -785,7 +781,6 @@ impl Worker {
                         event = h.clone();
                         let now_s = now_s.clone();
                         Box::new(move |s: &mut TaskStatus| {
-                            merge_progress(s, &ours);
                             s.phase = phase.into();
                             s.last_error = reason.clone();
                             s.completed_at = now_s.clone();
@@ -803,12 +798,20 @@ impl Worker {
         let written = if self.config.execution_mode == ExecutionMode::MessageDriven {
             // Their `ours` is that task's status plus the run's progress: start from it.
             let mut next = ours;
-            apply(&mut next);
-            self.write_status_latest(task, next, |s, _| apply(s))
-                .await?
-                .map(|(o, _)| o)
+            transition(&mut next);
+            self.write_status_latest(task, &mut next, |s, next| {
+                merge_progress(s, next);
+                transition(s);
+            })
+            .await?
+            .map(|(o, _)| o)
         } else {
-            self.write_status(task, |s| apply(s)).await?.map(Arc::new)
+            self.write_status(task, |s| {
+                merge_progress(s, &ours);
+                transition(s);
+            })
+            .await?
+            .map(Arc::new)
         };
         match written {
             Some(written) => {
@@ -853,26 +856,29 @@ impl Worker {
     /// pass the task as this worker last claimed or wrote it (so it held the task there) and
     /// `ours` as the whole next status: no read, no parse. After a conflict it re-reads and,
     /// while this worker still holds the task, writes the fresh status with
-    /// `merge(fresh, &ours)` applied. Returns the task and status as written.
+    /// `merge(fresh, ours)` applied. Returns the task and status as written; the status is
+    /// taken out of `ours` when that was written as it is. On an error `ours` is left as it
+    /// was, for a retry.
     async fn write_status_latest(
         &self,
         task: &Object,
-        mut ours: TaskStatus,
+        ours: &mut TaskStatus,
         merge: impl Fn(&mut TaskStatus, &TaskStatus),
     ) -> Result<Option<(Arc<Object>, TaskStatus)>> {
-        cap(&mut ours);
-        let value = serde_json::to_value(&ours)
+        cap(ours);
+        let value = serde_json::to_value(&*ours)
             .map_err(|e| Error::internal(format!("serializing task status: {e}")))?;
         match self.store.update_status_of(task, value).await {
-            Ok(written) => return Ok(Some((written, ours))),
+            Ok(written) => return Ok(Some((written, std::mem::take(ours)))),
             Err(e) if e.kind() == ErrorKind::Conflict => {}
             Err(e) => return Err(e),
         }
         let me = self.config.worker_id.clone();
+        let ours = &*ours;
         self.cas_status(
             task,
             move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
-            |s| merge(s, &ours),
+            |s| merge(s, ours),
         )
         .await
     }
