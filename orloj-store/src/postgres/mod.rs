@@ -4,9 +4,11 @@
 //!
 //! One table per kind ([`Kind::table`]), keyed by the scoped key `namespace/name`, holding the
 //! whole object in `payload JSONB`. The indexed copies (`namespace`, `status_phase`,
-//! `spec_hash`, task and worker columns) are generated columns computed from the payload, so
-//! they cannot drift; only the task timestamps `lease_until`/`next_attempt_at` are parsed and
-//! written by the store. The schema lives in `orloj-store/migrations/*.sql`, embedded with
+//! `spec_hash`, worker columns, …) are generated columns computed from the payload, so they
+//! cannot drift. Tasks are the exception: they are rewritten on every agent step, and
+//! recomputing their generated columns from the whole document was half the cost of such a
+//! write, so every task write sets those columns in the same statement, from the object it
+//! writes (`task_columns`; `spec_hash` in SQL; migration 0006). The schema lives in `orloj-store/migrations/*.sql`, embedded with
 //! `sqlx::migrate!` and applied by [`PostgresStore::connect`] (sqlx's migrator holds a Postgres
 //! advisory lock while it runs, so concurrent starters are safe).
 //!
