@@ -8,8 +8,8 @@
 //! cannot drift. Tasks are the exception: they are rewritten on every agent step, and
 //! recomputing their generated columns from the whole document was half the cost of such a
 //! write, so every task write sets those columns in the same statement, from the object it
-//! writes (`task_columns`; `spec_hash` in SQL; migration 0006). The schema lives in `orloj-store/migrations/*.sql`, embedded with
-//! `sqlx::migrate!` and applied by [`PostgresStore::connect`] (sqlx's migrator holds a Postgres
+//! writes (`task_columns`; `spec_hash` in SQL; migration 0006). The schema lives in
+//! `orloj-store/migrations/*.sql`, embedded with `sqlx::migrate!` and applied by [`PostgresStore::connect`] (sqlx's migrator holds a Postgres
 //! advisory lock while it runs, so concurrent starters are safe).
 //!
 //! # Writes
@@ -369,10 +369,9 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// A status timestamp as the claim rules read it (unparseable counts as unset).
 /// The columns of a task row the store sets from the object ([`sql::TASK_COLUMNS`], bound in
 /// that order); the formulas of the generated columns they replaced (migration 0006).
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct TaskColumns<'a> {
     lease_until: Option<DateTime<Utc>>,
     next_attempt_at: Option<DateTime<Utc>>,
@@ -413,6 +412,7 @@ fn task_columns(task: &Object) -> TaskColumns<'_> {
     }
 }
 
+/// A status timestamp as the claim rules read it (unparseable counts as unset).
 fn status_time(task: &Object, field: &str) -> Option<DateTime<Utc>> {
     task.status
         .get(field)

@@ -78,15 +78,15 @@ fn build(kind: Kind) -> KindSql {
     let (task_cols, task_vals, task_set) = if task {
         // Migration 0006: the store sets what used to be generated from the payload.
         let params = (8..).map(|n| format!("${n}"));
-        let cols = TASK_COLUMNS;
-        let vals: Vec<String> = params.take(cols.len()).collect();
+        let vals: Vec<String> = params.take(TASK_COLUMNS.len()).collect();
         let hash = "orloj_spec_hash($2::jsonb -> 'spec')";
         (
-            format!(", namespace, spec_hash, {}", cols.join(", ")),
+            format!(", namespace, spec_hash, {}", TASK_COLUMNS.join(", ")),
             format!(", $5, {hash}, {}", vals.join(", ")),
             format!(
                 ", namespace = $5, spec_hash = {hash}, {}",
-                cols.iter()
+                TASK_COLUMNS
+                    .iter()
                     .zip(&vals)
                     .map(|(c, v)| format!("{c} = {v}"))
                     .collect::<Vec<_>>()
