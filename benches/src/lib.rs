@@ -291,8 +291,12 @@ impl Dispatch {
         let bus = Arc::new(TimedBus::new(bus));
         let done = Arc::new(Completion::default());
         let clock = Arc::new(SystemClock);
-        let router = Arc::new(orloj_runtime::model::StoreModelRouter::with_env(
+        // As orlojworker builds it: run resolution reads through a refreshed cache.
+        let resolution = Arc::new(orloj_runtime::read_cache::ReadCache::for_resolution(
             store.clone(),
+        ));
+        let router = Arc::new(orloj_runtime::model::StoreModelRouter::with_env(
+            resolution.clone(),
             "ORLOJ_BENCH_SECRET_",
             Arc::new(|_: &str| None),
         )?);
@@ -320,6 +324,7 @@ impl Dispatch {
         let worker = Worker::new(config, store.clone(), clock, router, tools)
             .with_runner(runner)
             .with_events(done.clone())
+            .with_read_cache(resolution)
             .with_message_bus(bus.clone(), messages);
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(worker.run(cancel.clone()));

@@ -13,6 +13,7 @@ use orloj_runtime::events::{EventBus, MemoryEventBus};
 use orloj_runtime::events_nats::{NatsEventBus, NatsEventBusConfig};
 use orloj_runtime::memory::{MEMORY_TOOL_TYPE, MemoryRegistry, MemoryToolExecutor};
 use orloj_runtime::model::StoreModelRouter;
+use orloj_runtime::read_cache::ReadCache;
 use orloj_runtime::tools::secrets::{
     ChainSecretResolver, EnvLookup, EnvSecretResolver, StoreSecretResolver,
 };
@@ -345,8 +346,11 @@ impl ToolArgs {
         clock: Arc<dyn Clock>,
         memory: Arc<MemoryRegistry>,
     ) -> anyhow::Result<Worker> {
+        // Run resolution (and the model endpoints it resolves) reads through a cache that is
+        // refreshed at the start of every resolution.
+        let resolution = Arc::new(ReadCache::for_resolution(store.clone()));
         let models = StoreModelRouter::with_env(
-            store.clone(),
+            resolution.clone(),
             self.model_secret_env_prefix.clone(),
             env_lookup(),
         )
@@ -354,13 +358,10 @@ impl ToolArgs {
         let tools = self
             .tool_runtime(store.clone(), clock.clone())?
             .with_type_executor(MEMORY_TOOL_TYPE, Arc::new(MemoryToolExecutor::new(memory)));
-        Ok(Worker::new(
-            config,
-            store,
-            clock,
-            Arc::new(models),
-            Arc::new(tools),
-        ))
+        Ok(
+            Worker::new(config, store, clock, Arc::new(models), Arc::new(tools))
+                .with_read_cache(resolution),
+        )
     }
 }
 

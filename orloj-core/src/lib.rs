@@ -34,4 +34,4 @@ pub use kind::{API_VERSION, DEFAULT_NAMESPACE, Kind};
 pub use labels::LabelSelector;
 pub use manifest::{ManifestError, parse_manifests, parse_object, to_yaml};
 pub use object::{Object, ObjectList, ObjectMeta, scoped_key, split_ref};
-pub use store::{ClaimRequest, ListOptions, Store, WatchEvent, WatchEventType};
+pub use store::{ChangeMarker, ClaimRequest, ListOptions, Store, WatchEvent, WatchEventType};

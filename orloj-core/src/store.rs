@@ -64,6 +64,28 @@ pub struct WatchEvent {
     pub object: Object,
 }
 
+/// Where a store's change history stands for some kinds (see [`Store::change_marker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeMarker {
+    /// The revision of the latest retained write to an object of the kinds asked about (0 when
+    /// none is retained).
+    pub last_change: u64,
+    /// The store's revision when the marker was taken.
+    pub revision: u64,
+    /// The oldest revision whose write is still retained (1 when nothing was ever dropped).
+    pub oldest_retained: u64,
+}
+
+impl ChangeMarker {
+    /// Whether no object of the marker's kinds was written between `earlier` and `self` (both
+    /// taken for the same kinds). False when the store no longer retains every write since
+    /// `earlier`, since one of them could have been such a write.
+    pub fn unchanged_since(&self, earlier: &ChangeMarker) -> bool {
+        self.last_change == earlier.last_change
+            && self.oldest_retained <= earlier.revision.saturating_add(1)
+    }
+}
+
 /// A worker asking for a task.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -156,6 +178,15 @@ pub trait Store: Send + Sync + 'static {
         kind: Option<Kind>,
         after_revision: Option<u64>,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>>;
+
+    /// A marker of the latest write to objects of `kinds`, taken in one consistent read: two
+    /// markers compared with [`ChangeMarker::unchanged_since`] tell whether any such object was
+    /// created, updated (status too) or deleted in between, which lets a reader keep what it
+    /// read of them. `None`, the default: the store cannot tell, so nothing may be kept.
+    async fn change_marker(&self, kinds: &[Kind]) -> Result<Option<ChangeMarker>> {
+        let _ = kinds;
+        Ok(None)
+    }
 
     /// A stream that yields (coalesced, best effort) after a write that made a task claimable
     /// at once: a create, a release, a reset to Pending without a retry time. Workers claim on

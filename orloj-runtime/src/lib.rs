@@ -18,6 +18,7 @@
 //! * [`governance`]: AgentPolicy, AgentRole/ToolPermission authorization, ToolApproval flow.
 //! * [`memory`]: memory backends and the built-in `memory.*` tools.
 //! * [`worker`]: claims tasks under a lease and runs them ([`worker::Worker`]).
+//! * [`read_cache`]: keeps the configuration a worker resolves per task between changes.
 //!
 //! The router is built over any [`orloj_core::Store`]; embedders add their own layers (auth,
 //! CORS, rate limits) around it.
@@ -54,6 +55,7 @@ pub mod governance;
 pub mod memory;
 pub mod model;
 pub mod outbound;
+pub mod read_cache;
 pub mod scheduler;
 pub mod tools;
 pub mod worker;

@@ -22,8 +22,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use orloj_core::{
-    ClaimRequest, Clock, ErrorKind, Kind, LabelSelector, ListOptions, ManualClock, Object, Result,
-    Store, WatchEvent, WatchEventType, task_queue,
+    ChangeMarker, ClaimRequest, Clock, ErrorKind, Kind, LabelSelector, ListOptions, ManualClock,
+    Object, Result, Store, WatchEvent, WatchEventType, task_queue,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -39,7 +39,11 @@ pub const SMALL_RETENTION: usize = 4;
 
 /// The event retention a case needs (`None`: the store's default).
 pub fn retention_for(case: &str) -> Option<usize> {
-    (case == "watch_gone_after_pruning").then_some(SMALL_RETENTION)
+    matches!(
+        case,
+        "watch_gone_after_pruning" | "change_marker_sees_changes_whose_events_were_pruned"
+    )
+    .then_some(SMALL_RETENTION)
 }
 
 /// The clock every case starts from.
@@ -79,6 +83,8 @@ macro_rules! store_conformance_tests {
             watch_filters_by_kind,
             watch_gone_for_future_revision,
             watch_gone_after_pruning,
+            change_marker_follows_writes_of_its_kinds,
+            change_marker_sees_changes_whose_events_were_pruned,
             claim_pending_task,
             claim_skips_templates_and_terminal,
             claim_waits_for_next_attempt,
@@ -923,6 +929,90 @@ pub async fn watch_gone_after_pruning(store: DynStore, _clock: Arc<ManualClock>)
         .await
         .expect("recent is retained");
     assert_eq!(next_event(&mut stream).await.revision, recent + 1);
+}
+
+async fn marker(store: &DynStore, kinds: &[Kind]) -> ChangeMarker {
+    store
+        .change_marker(kinds)
+        .await
+        .expect("change marker")
+        .expect("this store tells changes apart")
+}
+
+/// A change marker moves with every write (create, status, spec, delete) to its kinds, and with
+/// nothing else: writes to other kinds and rejected writes leave it unchanged.
+pub async fn change_marker_follows_writes_of_its_kinds(store: DynStore, _clock: Arc<ManualClock>) {
+    let config = [Kind::Agent, Kind::AgentSystem];
+    let empty = marker(&store, &config).await;
+    let created = store.create(agent("ns", "a")).await.expect("create");
+    let m1 = marker(&store, &config).await;
+    assert!(!m1.unchanged_since(&empty), "create: {empty:?} -> {m1:?}");
+
+    store.create(task("ns", "t")).await.expect("create task");
+    store
+        .update_status(Kind::Task, "ns", "t", None, json!({"phase": "Pending"}))
+        .await
+        .expect("task status");
+    assert_eq!(
+        kind_of(store.create(agent("ns", "a")).await),
+        ErrorKind::Conflict
+    );
+    let m2 = marker(&store, &config).await;
+    assert!(m2.unchanged_since(&m1), "other kinds: {m1:?} -> {m2:?}");
+    assert!(
+        !marker(&store, &[Kind::Task]).await.unchanged_since(&m1),
+        "a marker of Task sees the task writes"
+    );
+
+    store
+        .update_status(Kind::Agent, "ns", "a", None, json!({"phase": "Ready"}))
+        .await
+        .expect("agent status");
+    let m3 = marker(&store, &config).await;
+    assert!(!m3.unchanged_since(&m2), "status: {m2:?} -> {m3:?}");
+
+    let mut changed = created.clone();
+    changed.spec = json!({"model_ref": "other", "prompt": "hi"});
+    changed.metadata.resource_version = String::new();
+    store.update(changed).await.expect("update");
+    let m4 = marker(&store, &config).await;
+    assert!(!m4.unchanged_since(&m3), "spec: {m3:?} -> {m4:?}");
+
+    let mut system = Object::new(Kind::AgentSystem, "other", "s");
+    system.spec = json!({"agents": ["a"]});
+    store.create(system).await.expect("create system");
+    let m5 = marker(&store, &config).await;
+    assert!(!m5.unchanged_since(&m4), "second kind: {m4:?} -> {m5:?}");
+
+    store
+        .delete(Kind::Agent, "ns", "a", None)
+        .await
+        .expect("delete");
+    let m6 = marker(&store, &config).await;
+    assert!(!m6.unchanged_since(&m5), "delete: {m5:?} -> {m6:?}");
+    assert!(marker(&store, &config).await.unchanged_since(&m6));
+}
+
+/// A change whose record the store has since dropped (the factory keeps [`SMALL_RETENTION`]
+/// events) still counts as a change.
+pub async fn change_marker_sees_changes_whose_events_were_pruned(
+    store: DynStore,
+    _clock: Arc<ManualClock>,
+) {
+    // No agent event before, none retained after: only the dropped history tells.
+    let before = marker(&store, &[Kind::Agent]).await;
+    store.create(agent("ns", "a")).await.expect("create");
+    for i in 0..(SMALL_RETENTION * 3) {
+        store
+            .create(task("ns", &format!("t{i}")))
+            .await
+            .expect("create task");
+    }
+    let after = marker(&store, &[Kind::Agent]).await;
+    assert!(
+        !after.unchanged_since(&before),
+        "the agent changed: {before:?} -> {after:?}"
+    );
 }
 
 /// A pending task is claimed: Running, holder, lease, attempts, startedAt.

@@ -7,8 +7,8 @@ use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use orloj_core::task_queue;
 use orloj_core::{
-    ClaimRequest, Clock, Error, Kind, ListOptions, Object, ObjectList, Result, Store, WatchEvent,
-    WatchEventType, scoped_key,
+    ChangeMarker, ClaimRequest, Clock, Error, Kind, ListOptions, Object, ObjectList, Result, Store,
+    WatchEvent, WatchEventType, scoped_key,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,6 +64,8 @@ struct State {
     /// Events that fell out of `history` during this lock; dropped after it is released.
     evicted: Vec<Retained>,
     logs: HashMap<String, VecDeque<String>>,
+    /// The revision of the last write to each kind (never dropped: [`Store::change_marker`]).
+    last_change: HashMap<Kind, u64>,
 }
 
 /// The store's lock. Freeing an evicted event can free a whole old object (the last reference
@@ -133,6 +135,7 @@ impl MemoryStore {
                 history: VecDeque::new(),
                 evicted: Vec::new(),
                 logs: HashMap::new(),
+                last_change: HashMap::new(),
             })),
             events,
             claimable: watch::channel(0).0,
@@ -162,6 +165,7 @@ impl MemoryStore {
     ) -> Arc<Object> {
         state.revision += 1;
         let revision = state.revision;
+        state.last_change.insert(object.kind, revision);
         let key = (object.kind, object.key());
         let claimable_from = if object.kind == Kind::Task && event_type != WatchEventType::Deleted {
             task_queue::claimable_from(&object)
@@ -349,6 +353,21 @@ impl Store for MemoryStore {
 
     async fn current_revision(&self) -> Result<u64> {
         Ok(self.lock().revision)
+    }
+
+    async fn change_marker(&self, kinds: &[Kind]) -> Result<Option<ChangeMarker>> {
+        let state = self.lock();
+        let last_change = kinds
+            .iter()
+            .filter_map(|k| state.last_change.get(k))
+            .copied()
+            .max()
+            .unwrap_or(0);
+        Ok(Some(ChangeMarker {
+            last_change,
+            revision: state.revision,
+            oldest_retained: 1,
+        }))
     }
 
     async fn watch(

@@ -54,8 +54,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use orloj_core::{
-    ClaimRequest, Error, ErrorKind, Kind, ListOptions, Object, ObjectList, Result, Store,
-    WatchEvent,
+    ChangeMarker, ClaimRequest, Error, ErrorKind, Kind, ListOptions, Object, ObjectList, Result,
+    Store, WatchEvent,
 };
 use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretBox};
@@ -388,6 +388,10 @@ impl Store for SealedStore {
 
     async fn current_revision(&self) -> Result<u64> {
         self.inner.current_revision().await
+    }
+
+    async fn change_marker(&self, kinds: &[Kind]) -> Result<Option<ChangeMarker>> {
+        self.inner.change_marker(kinds).await
     }
 
     async fn watch(

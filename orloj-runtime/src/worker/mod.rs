@@ -31,6 +31,7 @@ use crate::events::{Event, EventBus};
 use crate::governance::approval::{self, ApprovalState};
 use crate::governance::authorizer::{AuthorizedExecutor, RoleAuthorizer};
 use crate::governance::policy::PolicySet;
+use crate::read_cache::ReadCache;
 use futures::StreamExt;
 use orloj_core::clock::Clock;
 use orloj_core::model::ModelRouter;
@@ -128,6 +129,7 @@ pub struct Worker {
     events: Option<Arc<dyn EventBus>>,
     held: Arc<Mutex<HashSet<(String, String)>>>,
     messages: Option<messages::MessageRuntime>,
+    read_cache: Option<Arc<ReadCache>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -166,6 +168,7 @@ impl Worker {
             events: None,
             held: Arc::new(Mutex::new(HashSet::new())),
             messages: None,
+            read_cache: None,
         }
     }
 
@@ -179,6 +182,15 @@ impl Worker {
     /// this worker writes; without a bus, transitions are only stored.
     pub fn with_events(mut self, events: Arc<dyn EventBus>) -> Self {
         self.events = Some(events);
+        self
+    }
+
+    /// Resolves each run (system, agents, models, governance) through `cache`, refreshed at the
+    /// start of every resolution: one store read instead of a dozen while the configuration
+    /// does not change, and every change committed before a resolution is seen by it. Build the
+    /// model router over the same cache so model endpoint reads are kept too.
+    pub fn with_read_cache(mut self, cache: Arc<ReadCache>) -> Self {
+        self.read_cache = Some(cache);
         self
     }
 
@@ -455,10 +467,20 @@ impl Worker {
         };
         let spec: TaskSpec =
             resources::spec_of(task).map_err(|e| plain(format!("invalid task spec: {e}")))?;
-        let plan = prepare(self.store.as_ref(), self.router.as_ref(), task, &spec)
+        let store: &dyn Store = match &self.read_cache {
+            Some(cache) => {
+                // A failed refresh leaves the cache reading through to the store.
+                if let Err(e) = cache.refresh().await {
+                    tracing::debug!(task = %task.key(), error = %e, "configuration cache refresh failed");
+                }
+                cache.as_ref()
+            }
+            None => self.store.as_ref(),
+        };
+        let plan = prepare(store, self.router.as_ref(), task, &spec)
             .await
             .map_err(plain)?;
-        let (policies, authorizer) = crate::governance::for_task(self.store.as_ref(), task, &plan)
+        let (policies, authorizer) = crate::governance::for_task(store, task, &plan)
             .await
             .map_err(plain)?;
         let authorizer = Arc::new(authorizer);

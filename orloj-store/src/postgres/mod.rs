@@ -45,8 +45,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use orloj_core::labels::Requirement;
 use orloj_core::{
-    ClaimRequest, Clock, Error, ErrorKind, Kind, ListOptions, Object, ObjectList, Result, Store,
-    WatchEvent, WatchEventType, scoped_key, task_queue,
+    ChangeMarker, ClaimRequest, Clock, Error, ErrorKind, Kind, ListOptions, Object, ObjectList,
+    Result, Store, WatchEvent, WatchEventType, scoped_key, task_queue,
 };
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
@@ -782,6 +782,26 @@ impl Store for PostgresStore {
     async fn current_revision(&self) -> Result<u64> {
         self.timed("current revision", async { Ok(self.head().await?.0) })
             .await
+    }
+
+    async fn change_marker(&self, kinds: &[Kind]) -> Result<Option<ChangeMarker>> {
+        self.timed("change marker", async {
+            let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            let (revision, oldest, latest): (i64, Option<i64>, Option<i64>) =
+                sqlx::query_as(sql::CHANGE_MARKER)
+                    .bind(&kinds)
+                    .fetch_one(&self.inner.pool)
+                    .await
+                    .map_err(error::map)?;
+            let revision = to_u64(revision);
+            Ok(Some(ChangeMarker {
+                last_change: latest.map_or(0, to_u64),
+                revision,
+                // No retained event: every write up to `revision` was dropped.
+                oldest_retained: oldest.map_or(revision.saturating_add(1), to_u64),
+            }))
+        })
+        .await
     }
 
     async fn watch(

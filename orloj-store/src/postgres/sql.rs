@@ -193,6 +193,16 @@ pub(crate) const EVENTS: &str = "SELECT h.current, h.oldest, e.revision, e.event
     ) e ON TRUE \
     ORDER BY e.revision";
 
+/// The current revision, the oldest retained event (NULL when none) and the latest retained
+/// event of the kinds in $1 (NULL when none), from one snapshot. Each kind's latest is one
+/// backward step on `idx_store_events_kind`.
+pub(crate) const CHANGE_MARKER: &str = "SELECT r.revision, \
+      (SELECT min(revision) FROM store_events), \
+      (SELECT max(m.latest) FROM unnest($1::text[]) AS k(kind) \
+         CROSS JOIN LATERAL (SELECT max(e.revision) AS latest FROM store_events e \
+                             WHERE e.kind = k.kind) m) \
+    FROM store_revision r";
+
 /// Appends a log line: $1 task key, $2 entry, $3 now.
 pub(crate) const APPEND_LOG: &str =
     "INSERT INTO task_logs (task_name, entry, created_at) VALUES ($1, $2, $3)";
