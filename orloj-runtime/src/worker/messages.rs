@@ -358,39 +358,46 @@ impl Worker {
             };
             return self.finalize(&task, status, Err(failure), None).await;
         };
-        // The claim's log line is written while the run is resolved, before anything later
-        // is logged.
-        let (_, prepared) =
-            futures::join!(log_claim, self.prepared_for(&md, &task, status.attempts));
-        let prepared = match prepared {
-            Ok(p) => p,
-            Err(f) => return self.finalize(&task, status, Err(f), None).await,
-        };
-        let run = GraphRun::new(
-            &prepared.plan,
-            &task,
-            &prepared.spec,
-            status.attempts,
-            &self.config.worker_id,
-            self.clock.as_ref(),
-        );
-        // A takeover or an approval resume may race a handler of this worker still running one
-        // of the attempt's messages: only a fresh attempt's kickoff is remembered.
-        let fresh_attempt = !status.messages.iter().any(|m| m.attempt == status.attempts);
-        run.kickoff(&mut status);
-        let consume = md.config.consume;
-        // `task` is as the claim (or the approval resume) just wrote it; `status` is its status
-        // plus the kickoff.
-        let Some((written, written_status)) = self
-            .write_status_latest(&task, &mut status, |s, ours| {
-                record_claim(s);
-                merge_progress(s, ours);
-                s.output = ours.output.clone();
+        // The claim's log line is written while the run is resolved and the kickoff recorded,
+        // and before anything is published (so before anything later is logged).
+        let kickoff = async {
+            let prepared = match self.prepared_for(&md, &task, status.attempts).await {
+                Ok(p) => p,
+                Err(f) => return Result::<Kicked>::Ok(Kicked::Unresolved(f)),
+            };
+            let run = GraphRun::new(
+                &prepared.plan,
+                &task,
+                &prepared.spec,
+                status.attempts,
+                &self.config.worker_id,
+                self.clock.as_ref(),
+            );
+            // A takeover or an approval resume may race a handler of this worker still running
+            // one of the attempt's messages: only a fresh attempt's kickoff is remembered.
+            let fresh_attempt = !status.messages.iter().any(|m| m.attempt == status.attempts);
+            run.kickoff(&mut status);
+            // `task` is as the claim (or the approval resume) just wrote it; `status` is its
+            // status plus the kickoff.
+            let written = self
+                .write_status_latest(&task, &mut status, |s, ours| {
+                    record_claim(s);
+                    merge_progress(s, ours);
+                    s.output = ours.output.clone();
+                })
+                .await?;
+            Ok(match written {
+                Some(written) => Kicked::Recorded(Box::new(written), fresh_attempt),
+                None => Kicked::LeaseLost,
             })
-            .await?
-        else {
-            return Ok(TaskResult::LeaseLost);
         };
+        let (_, kicked) = futures::join!(log_claim, kickoff);
+        let ((written, written_status), fresh_attempt) = match kicked? {
+            Kicked::Recorded(written, fresh_attempt) => (*written, fresh_attempt),
+            Kicked::Unresolved(f) => return self.finalize(&task, status, Err(f), None).await,
+            Kicked::LeaseLost => return Ok(TaskResult::LeaseLost),
+        };
+        let consume = md.config.consume;
         let rv = written.metadata.resource_version.clone();
         // A fresh dedupe id per recorded state: a takeover must republish what the previous
         // holder may have published already.
@@ -1122,6 +1129,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// How recording a claimed task's kickoff ended.
+enum Kicked {
+    /// Recorded: the task as written with its status, and whether the attempt was fresh.
+    Recorded(Box<Written>, bool),
+    /// The run could not be resolved; the task ends with this failure.
+    Unresolved(StepFailure),
+    /// The lease was lost before the kickoff was recorded.
+    LeaseLost,
 }
 
 /// How a step ended for the delivery being handled.

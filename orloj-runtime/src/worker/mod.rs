@@ -268,20 +268,34 @@ impl Worker {
 
     /// Claims one task if a slot is free.
     pub async fn claim_next(&self) -> Result<Option<Object>> {
-        if self.current_tasks() >= self.capacity() {
+        if !self.may_claim().await? {
             return Ok(None);
         }
-        // A Worker record marked NotReady (e.g. stale heartbeat) claims nothing until its next
-        // heartbeat; no record at all is fine (embedded, single-process use).
+        self.claim_one().await
+    }
+
+    /// Whether this worker may claim now: a free slot, and its Worker record not marked
+    /// NotReady (e.g. stale heartbeat: it claims nothing until its next heartbeat). No record at
+    /// all is fine (embedded, single-process use).
+    async fn may_claim(&self) -> Result<bool> {
+        if self.current_tasks() >= self.capacity() {
+            return Ok(false);
+        }
         match self
             .store
             .get(Kind::Worker, DEFAULT_NAMESPACE, &self.config.worker_id)
             .await
         {
-            Ok(own) if !matches!(own.phase(), "" | "Ready" | "Pending") => return Ok(None),
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Ok(own) => Ok(matches!(own.phase(), "" | "Ready" | "Pending")),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Claims one task if a slot is free, without looking at the Worker record.
+    async fn claim_one(&self) -> Result<Option<Object>> {
+        if self.current_tasks() >= self.capacity() {
+            return Ok(None);
         }
         let request = ClaimRequest {
             worker_id: self.config.worker_id.clone(),
@@ -951,8 +965,17 @@ impl Worker {
     /// Claims tasks and starts running them until no slot is free or nothing is claimable.
     /// Returns whether it stopped for want of a free slot (so a freed slot should claim again).
     async fn claim_available(&self, running: &mut JoinSet<()>) -> bool {
+        // The Worker record is read once per round, not once per claim.
+        match self.may_claim().await {
+            Ok(true) => {}
+            Ok(false) => return self.current_tasks() >= self.capacity(),
+            Err(e) => {
+                tracing::warn!(worker = %self.config.worker_id, error = %e, "claim failed");
+                return false;
+            }
+        }
         loop {
-            match self.claim_next().await {
+            match self.claim_one().await {
                 Ok(Some(task)) => {
                     let worker = self.clone();
                     running.spawn(async move {

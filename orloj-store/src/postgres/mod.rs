@@ -149,6 +149,8 @@ impl std::fmt::Debug for PostgresStore {
 enum Write {
     Insert,
     Update,
+    /// An update that leaves the spec as stored (status, lease, claim).
+    Status,
     Delete,
 }
 
@@ -283,6 +285,8 @@ impl PostgresStore {
             (Write::Insert, _) => &statements.insert,
             (Write::Update, None) => &statements.update,
             (Write::Update, Some(_)) => &statements.update_if_version,
+            (Write::Status, None) => &statements.update_status,
+            (Write::Status, Some(_)) => &statements.update_status_if_version,
             (Write::Delete, _) => &statements.delete,
         };
         let retention =
@@ -711,7 +715,7 @@ impl Store for PostgresStore {
         status: Value,
     ) -> Result<Object> {
         self.timed("update status", async {
-            self.modify(kind, namespace, name, Write::Update, |current, _| {
+            self.modify(kind, namespace, name, Write::Status, |current, _| {
                 versioning::prepare_status(&current, expected_resource_version, status)
             })
             .await
@@ -740,7 +744,7 @@ impl Store for PostgresStore {
             let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
             // One statement: lock the row if it still has `version`, bump, record, write.
             let written = self
-                .write_if(&mut conn, Write::Update, &updated, now, Some(version))
+                .write_if(&mut conn, Write::Status, &updated, now, Some(version))
                 .await
                 .map_err(error::map)?;
             match written {
@@ -891,7 +895,7 @@ impl Store for PostgresStore {
                     }
                     task_queue::apply_claim(&mut task, request, now);
                     versioning::bump(&mut task);
-                    self.write(&mut tx, Write::Update, &task, now)
+                    self.write(&mut tx, Write::Status, &task, now)
                         .await
                         .map_err(error::map)?;
                     return Ok(Some(task));
@@ -916,7 +920,7 @@ impl Store for PostgresStore {
                 Kind::Task,
                 namespace,
                 name,
-                Write::Update,
+                Write::Status,
                 |mut task, now| {
                     versioning::check_holder(&task, worker_id)?;
                     task_queue::apply_renewal(&mut task, lease, now);
@@ -931,7 +935,7 @@ impl Store for PostgresStore {
 
     async fn release_task(&self, namespace: &str, name: &str, worker_id: &str) -> Result<Object> {
         self.timed("release task", async {
-            self.modify(Kind::Task, namespace, name, Write::Update, |mut task, _| {
+            self.modify(Kind::Task, namespace, name, Write::Status, |mut task, _| {
                 versioning::check_holder(&task, worker_id)?;
                 task_queue::apply_release(&mut task);
                 versioning::bump(&mut task);
