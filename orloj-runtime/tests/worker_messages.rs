@@ -313,8 +313,14 @@ async fn takeover_skips_completed_steps(mode: ExecutionMode) {
     let (env, bus) = slow_pipeline().await;
     let bus_for = |mode| (mode == ExecutionMode::MessageDriven).then(|| bus.clone());
     let first = worker(&env, config("first", mode), bus_for(mode));
-    let cancel_first = CancellationToken::new();
-    let first = tokio::spawn(first.run(cancel_first.clone()));
+    // Its own runtime, so the kill below stops all of its tasks at once, as a process kill
+    // does (aborting its `run` future would leave its spawned handlers a last poll each).
+    let first_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _first = first_runtime.spawn(first.run(CancellationToken::new()));
     // Wait until planner's step is recorded and research's model call is in flight.
     for _ in 0..500 {
         let s = status(&task(&env.store, "t").await);
@@ -324,9 +330,8 @@ async fn takeover_skips_completed_steps(mode: ExecutionMode) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(calls(&env, "research"), 1, "research is in flight");
-    // Kill: stop the first worker's future mid-step; its lease stays until it expires.
-    first.abort();
-    let _ = first.await;
+    // Kill the first worker mid-step; its lease stays until it expires.
+    first_runtime.shutdown_background();
     let second = worker(&env, config("second", mode), bus_for(mode));
     let cancel_second = CancellationToken::new();
     let second = tokio::spawn(second.run(cancel_second.clone()));

@@ -24,7 +24,7 @@ use orloj_core::resources::{
 };
 use orloj_core::task_queue::format_time;
 use orloj_core::{ErrorKind, Kind, Object, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -76,7 +76,14 @@ pub(super) struct MessageRuntime {
     /// Lease ends of tasks another worker holds, as last read: their messages are skipped
     /// without a store read until then.
     others: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+    /// Messages this worker ran ahead of their deliveries (see [`Worker::handle_locked`]):
+    /// their deliveries are acknowledged without a store read.
+    ran_ahead: Arc<Mutex<HashSet<RecordedMessage>>>,
 }
+
+/// A recorded message: id, attempt and recording time (which tells a task created again
+/// under the same name apart).
+type RecordedMessage = (String, i64, String);
 
 /// A task this worker holds in message-driven mode.
 #[derive(Debug, Clone)]
@@ -105,7 +112,34 @@ impl MessageRuntime {
             owned: Arc::default(),
             latest: Arc::default(),
             others: Arc::default(),
+            ran_ahead: Arc::default(),
         }
+    }
+
+    /// Whether this worker consumes the messages of tasks in `namespace`.
+    fn consumes(&self, namespace: &str) -> bool {
+        self.config.consume
+            && self.config.consumer_namespace.as_deref().is_none_or(|ns| {
+                orloj_core::bus::subject_token(ns) == orloj_core::bus::subject_token(namespace)
+            })
+    }
+
+    /// Notes that `m` was run to a final outcome ahead of its delivery.
+    fn ran_ahead(&self, m: RecordedMessage) {
+        let mut ran = self.ran_ahead.lock().unwrap_or_else(|e| e.into_inner());
+        if ran.len() > 10_000 {
+            ran.clear();
+        }
+        ran.insert(m);
+    }
+
+    /// Whether `msg` was run ahead of this, its delivery (forgotten once asked).
+    fn was_run_ahead(&self, msg: &AgentMessage) -> bool {
+        let key = (msg.message_id.clone(), msg.attempt, msg.timestamp.clone());
+        self.ran_ahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
     }
 
     /// Keeps `task` (as this worker just wrote it) and its status for the task's next message,
@@ -406,6 +440,12 @@ impl Worker {
             .collect();
         let key = written.key();
         let (namespace, name) = (written.namespace().to_string(), written.name().to_string());
+        // A worker consuming the task's messages runs the first one now, while the kickoff is
+        // published, instead of waiting for its delivery (which then only acknowledges).
+        let first = open_messages(&written_status, written_status.attempts)
+            .next()
+            .filter(|_| consume && fresh_attempt && md.consumes(&namespace))
+            .map(|(_, m)| to_envelope(&written, m));
         if consume {
             // Before publishing: the first message may be handled at once.
             md.own(&written);
@@ -413,9 +453,19 @@ impl Worker {
                 md.remember(written, written_status);
             }
         }
-        for message in outgoing {
-            self.publish_outgoing(&md, &key, message).await?;
-        }
+        let publish = async {
+            for message in outgoing {
+                self.publish_outgoing(&md, &key, message).await?;
+            }
+            Result::<()>::Ok(())
+        };
+        let run_first = async {
+            if let Some(envelope) = &first {
+                self.handle_message(&md, envelope, true).await;
+            }
+        };
+        let (published, ()) = futures::join!(publish, run_first);
+        published?;
         if !consume
             && let Err(e) = self
                 .store
@@ -427,19 +477,8 @@ impl Worker {
         Ok(TaskResult::Written("Running".into()))
     }
 
-    /// Publishes one recorded message, retrying with capped backoff while the bus is away.
-    async fn publish_message(
-        &self,
-        md: &MessageRuntime,
-        task: &Object,
-        m: &TaskMessage,
-        republish_of: Option<&str>,
-    ) -> Result<()> {
-        self.publish_outgoing(md, &task.key(), outgoing(md, task, m, republish_of))
-            .await
-    }
-
-    /// Publishes one recorded message of task `key` (see [`Self::publish_message`]).
+    /// Publishes one recorded message of task `key`, retrying with capped backoff while the bus
+    /// is away.
     async fn publish_outgoing(
         &self,
         md: &MessageRuntime,
@@ -554,7 +593,7 @@ impl Worker {
     async fn handle_delivery(&self, md: &MessageRuntime, delivery: Delivery) {
         let settle = match AgentMessage::decode(&delivery.payload) {
             Err(e) => Settle::Term(e.to_string()),
-            Ok(msg) => self.handle_message(md, &msg).await,
+            Ok(msg) => self.handle_message(md, &msg, false).await,
         };
         let result = match &settle {
             Settle::Ack => delivery.acker.ack().await,
@@ -605,8 +644,9 @@ impl Worker {
         }
     }
 
-    /// Handles one decoded message for its task (see the module docs).
-    async fn handle_message(&self, md: &MessageRuntime, msg: &AgentMessage) -> Settle {
+    /// Handles one decoded message for its task (see the module docs). `ahead`: the message
+    /// is run before its delivery arrives (the kickoff), which then only acknowledges.
+    async fn handle_message(&self, md: &MessageRuntime, msg: &AgentMessage, ahead: bool) -> Settle {
         let (namespace, name) = match msg.task_id.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
                 (ns.to_string(), name.to_string())
@@ -618,6 +658,9 @@ impl Worker {
             ),
         };
         let key = format!("{namespace}/{name}");
+        if md.was_run_ahead(msg) {
+            return Settle::Ack;
+        }
         if md.held_elsewhere(&key, self.clock.now()) {
             // Its holder has its own delivery; if it dies, whoever takes the lease over
             // republishes the open messages.
@@ -625,16 +668,25 @@ impl Worker {
         }
         let lock = md.lock_for(&key);
         let _guard = lock.lock().await;
+        // Run ahead while this delivery waited for the lock.
+        if md.was_run_ahead(msg) {
+            return Settle::Ack;
+        }
         let (settle, latest) = self.handle_locked(md, msg, &key, &namespace, &name).await;
+        // Still under the task's lock: its delivery, waiting for it, must find this.
+        if ahead && matches!(settle, Settle::Ack) {
+            md.ran_ahead((msg.message_id.clone(), msg.attempt, msg.timestamp.clone()));
+        }
         if let Some((task, status)) = latest {
-            // Still under the task's lock: its next message starts from here.
+            // Its next message starts from here.
             md.remember(task, status);
         }
         settle
     }
 
     /// [`Self::handle_message`] under the task's lock; also returns the task as this worker
-    /// last wrote it (and its status) while it still runs the task.
+    /// last wrote it (and its status) while it still runs the task. The messages its steps
+    /// produced are on the bus when it returns.
     async fn handle_locked(
         &self,
         md: &MessageRuntime,
@@ -642,6 +694,35 @@ impl Worker {
         key: &str,
         namespace: &str,
         name: &str,
+    ) -> (Settle, Option<Written>) {
+        let mut publishing = JoinSet::new();
+        let handled = self
+            .run_messages(md, msg, key, namespace, name, &mut publishing)
+            .await;
+        while let Some(published) = publishing.join_next().await {
+            match published {
+                Ok(Ok(())) => {}
+                // Recorded, so not lost: whoever holds the task republishes open messages
+                // nobody worked on (`renew_owned`, takeover).
+                Ok(Err(e)) => {
+                    tracing::warn!(task = %key, error = %e, "publishing an agent message failed")
+                }
+                Err(e) => tracing::warn!(task = %key, error = %e, "agent message publish aborted"),
+            }
+        }
+        handled
+    }
+
+    /// The steps of [`Self::handle_locked`]; the messages they produce are published on
+    /// `publishing` while the next steps run.
+    async fn run_messages(
+        &self,
+        md: &MessageRuntime,
+        msg: &AgentMessage,
+        key: &str,
+        namespace: &str,
+        name: &str,
+        publishing: &mut JoinSet<Result<()>>,
     ) -> (Settle, Option<Written>) {
         let read = || async {
             match self.store.get(Kind::Task, namespace, name).await {
@@ -661,6 +742,10 @@ impl Worker {
         // Whether `task` is this worker's last write rather than a fresh read: trusted only
         // for the common case (its open message, its lease), read again for anything else.
         let mut remembered = false;
+        // Set once this handler has run a step: it then goes on with the task's next open
+        // messages while this worker holds the task, instead of waiting for their deliveries
+        // (which then only acknowledge). Its own delivery is settled by then.
+        let mut ran_one = false;
         let mut task = match md.recall(key) {
             Some((task, status)) => {
                 known = Some(status);
@@ -728,14 +813,22 @@ impl Worker {
                     None,
                 );
             };
-            if !is_open(record) {
-                // Usually the message this handler just ran: keep the task as written.
-                let mine = status.claimed_by == self.config.worker_id;
-                return (Settle::Ack, mine.then_some((task, status)));
-            }
-            // Owner-only execution (§5.7).
             let now = self.clock.now();
             let me = &self.config.worker_id;
+            let ahead = !is_open(record);
+            if ahead {
+                // Usually the message this handler just ran: keep the task as written, or go on
+                // with the next open message while the lease is this worker's.
+                let mine = status.claimed_by == *me;
+                let go_on = ran_one
+                    && mine
+                    && lease_end(&status).is_some_and(|end| end > now)
+                    && open_messages(&status, status.attempts).next().is_some();
+                if !go_on {
+                    return (Settle::Ack, mine.then_some((task, status)));
+                }
+            }
+            // Owner-only execution (§5.7).
             if status.claimed_by != *me {
                 let expired = orloj_core::task_queue::is_claimable(&task, now);
                 if !expired {
@@ -768,16 +861,41 @@ impl Worker {
                     .map(|t| t.with_timezone(&chrono::Utc))
                     .unwrap_or(now);
                 if due > now {
+                    if ahead {
+                        // Its own delivery waits for it.
+                        return (Settle::Ack, Some((task, status)));
+                    }
                     return (Settle::Nak((due - now).to_std().unwrap_or_default()), None);
                 }
             }
-            match self.run_step(md, &task, status, index).await {
+            let head_id = (
+                head.message_id.clone(),
+                head.attempt,
+                head.timestamp.clone(),
+            );
+            ran_one = true;
+            match self.run_step(md, &task, status, index, publishing).await {
                 Ok(StepEnd::Continue(next)) => {
+                    if ahead {
+                        md.ran_ahead(head_id);
+                    }
                     let (written, written_status) = *next;
                     task = written;
                     known = Some(written_status);
                 }
+                // Ahead of its delivery this handler's own message is settled already; a
+                // retry of the one it ran is left to that one's delivery.
+                Ok(StepEnd::Settled(settle)) if ahead => {
+                    if matches!(settle, Settle::Ack) {
+                        md.ran_ahead(head_id);
+                    }
+                    return (Settle::Ack, None);
+                }
                 Ok(StepEnd::Settled(settle)) => return (settle, None),
+                Err(e) if ahead => {
+                    tracing::warn!(task = %key, error = %e, "agent message step failed to persist; its delivery retries it");
+                    return (Settle::Ack, None);
+                }
                 Err(e) => {
                     tracing::warn!(task = %key, error = %e, "agent message step failed to persist; retrying");
                     return (Settle::Nak(Duration::from_secs(1)), None);
@@ -820,13 +938,14 @@ impl Worker {
     }
 
     /// Runs the open message at `index` of the task this worker holds, persists the outcome
-    /// and publishes the messages it produced.
+    /// and starts publishing the messages it produced on `publishing`.
     async fn run_step(
         &self,
         md: &MessageRuntime,
         task: &Object,
         mut status: TaskStatus,
         index: usize,
+        publishing: &mut JoinSet<Result<()>>,
     ) -> Result<StepEnd> {
         let attempt = status.attempts;
         let prepared = match self.prepared_for(md, task, attempt).await {
@@ -861,9 +980,13 @@ impl Worker {
                 else {
                     return Ok(StepEnd::Settled(Settle::Ack));
                 };
-                // The written status has this step's messages at the same places.
+                // The written status has this step's messages at the same places. They are
+                // recorded: their publishing need not hold up the next step.
                 for m in written_status.messages.iter().skip(before) {
-                    self.publish_message(md, &written, m, None).await?;
+                    let outgoing = outgoing(md, &written, m, None);
+                    let (worker, md, key) = (self.clone(), md.clone(), written.key());
+                    publishing
+                        .spawn(async move { worker.publish_outgoing(&md, &key, outgoing).await });
                 }
                 Ok(StepEnd::Continue(Box::new((written, written_status))))
             }
