@@ -401,3 +401,46 @@ async fn task_columns_follow_the_payload_on_every_write() {
         .expect("phase");
     assert_eq!(phase, "waitingapproval");
 }
+
+/// Each write prunes the events that fell out of the retention window, oldest first and a few
+/// at a time, so a store started with a smaller retention than before catches up.
+#[tokio::test]
+async fn writes_prune_events_outside_the_window_even_after_the_retention_shrank() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    let count = || async {
+        let (n, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), min(revision) FROM store_events")
+                .fetch_one(&pool)
+                .await
+                .expect("count events");
+        (n, oldest)
+    };
+    let wide = PostgresStore::connect(&db.url, options(Some(30)), clock())
+        .await
+        .expect("connect");
+    for i in 0..40 {
+        wide.create(Object::new(Kind::Agent, "ns", &format!("a{i:02}")))
+            .await
+            .expect("create");
+    }
+    assert_eq!(count().await, (30, Some(11)), "the last 30 of 40 writes");
+    wide.close().await;
+
+    let narrow = PostgresStore::connect(&db.url, options(Some(5)), clock())
+        .await
+        .expect("connect");
+    narrow
+        .create(Object::new(Kind::Agent, "ns", "b00"))
+        .await
+        .expect("create");
+    // 31 events, 16 pruned by this write: the oldest go first.
+    assert_eq!(count().await, (15, Some(27)));
+    narrow
+        .create(Object::new(Kind::Agent, "ns", "b01"))
+        .await
+        .expect("create");
+    assert_eq!(count().await, (5, Some(38)), "caught up with the window");
+}

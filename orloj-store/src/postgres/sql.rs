@@ -66,9 +66,17 @@ fn write_prefix(guard: &str) -> String {
     } else {
         " WHERE EXISTS (SELECT 1 FROM cur)"
     };
+    // The bound comes from `rev`, so the planner cannot know it when planning: a plain
+    // `revision <= bound` is estimated to match a third of the table and, once the table is
+    // large, planned as a sequential scan on every write (measured: 5-8 ms per write at 10,000
+    // retained events). An ordered scan of the oldest few is an index scan at any size; it
+    // deletes the one event a write pushes out of the window, and catches up after the
+    // retention shrank.
     format!(
         "WITH {guard}rev AS (UPDATE store_revision SET revision = revision + 1{cond} RETURNING revision), \
-         pruned AS (DELETE FROM store_events WHERE revision <= (SELECT revision FROM rev) - $7)"
+         pruned AS (DELETE FROM store_events WHERE revision IN ( \
+             SELECT revision FROM store_events WHERE revision <= (SELECT revision FROM rev) - $7 \
+             ORDER BY revision LIMIT 16))"
     )
 }
 
