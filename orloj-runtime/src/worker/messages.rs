@@ -369,6 +369,20 @@ impl Worker {
         task: Object,
         claim: Option<TaskHistoryEvent>,
     ) -> Result<TaskResult> {
+        self.kickoff(task, claim, true).await
+    }
+
+    /// [`Self::kickoff_held`]. With `local`, a fresh attempt of a task whose messages this
+    /// worker consumes is not recorded and published first: this worker runs its first
+    /// message at once, and that step's write records the claim, the kickoff and the step
+    /// together (one write fewer; a worker dying before it leaves the task as claimed, and
+    /// whoever takes it over kicks it off again).
+    async fn kickoff(
+        &self,
+        task: Object,
+        claim: Option<TaskHistoryEvent>,
+        local: bool,
+    ) -> Result<TaskResult> {
         let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
         let record_claim = |s: &mut TaskStatus| {
             if let Some(claim) = &claim
@@ -411,6 +425,9 @@ impl Worker {
             // one of the attempt's messages: only a fresh attempt's kickoff is remembered.
             let fresh_attempt = !status.messages.iter().any(|m| m.attempt == status.attempts);
             run.kickoff(&mut status);
+            if local && fresh_attempt && md.consumes(task.namespace()) {
+                return Ok(Kicked::Local);
+            }
             // `task` is as the claim (or the approval resume) just wrote it; `status` is its
             // status plus the kickoff.
             let written = self
@@ -430,6 +447,7 @@ impl Worker {
             Kicked::Recorded(written, fresh_attempt) => (*written, fresh_attempt),
             Kicked::Unresolved(f) => return self.finalize(&task, status, Err(f), None).await,
             Kicked::LeaseLost => return Ok(TaskResult::LeaseLost),
+            Kicked::Local => return self.run_kickoff_here(&md, task, status).await,
         };
         let consume = md.config.consume;
         let rv = written.metadata.resource_version.clone();
@@ -473,6 +491,34 @@ impl Worker {
                 .await
         {
             tracing::warn!(task = %key, error = %e, "handing the task to consumers failed");
+        }
+        Ok(TaskResult::Written("Running".into()))
+    }
+
+    /// The local kickoff of [`Self::kickoff`]: `status` is `task`'s (as claimed) plus the claim
+    /// and the kickoff, not written yet. Runs the first message as its delivery would; when
+    /// that does not end its run (a retry, a store error), the task is kicked off the usual way
+    /// from what is stored.
+    async fn run_kickoff_here(
+        &self,
+        md: &MessageRuntime,
+        task: Object,
+        status: TaskStatus,
+    ) -> Result<TaskResult> {
+        let task = Arc::new(task);
+        let first = open_messages(&status, status.attempts)
+            .next()
+            .map(|(_, m)| to_envelope(&task, m));
+        md.own(&task);
+        md.remember(task.clone(), status);
+        if let Some(first) = first
+            && !matches!(self.handle_message(md, &first, false).await, Settle::Ack)
+        {
+            let stored = self
+                .store
+                .get(Kind::Task, task.namespace(), task.name())
+                .await?;
+            return Box::pin(self.kickoff(stored, None, false)).await;
         }
         Ok(TaskResult::Written("Running".into()))
     }
@@ -1262,6 +1308,8 @@ enum Kicked {
     Unresolved(StepFailure),
     /// The lease was lost before the kickoff was recorded.
     LeaseLost,
+    /// Not recorded: this worker runs the first message now.
+    Local,
 }
 
 /// How a step ended for the delivery being handled.

@@ -1161,6 +1161,19 @@ fn merge_progress(fresh: &mut TaskStatus, ours: &TaskStatus) {
     fresh.trace = ours.trace.clone();
     fresh.messages = ours.messages.clone();
     fresh.join_states = ours.join_states.clone();
+    // History this worker added and has not written yet (a message-driven claim is recorded
+    // with the first step): entries no older than the fresh status's newest that it lacks.
+    // Older ones it lacks were trimmed, not added.
+    let newest = fresh
+        .history
+        .last()
+        .map(|h| h.timestamp.clone())
+        .unwrap_or_default();
+    for entry in &ours.history {
+        if entry.timestamp >= newest && !fresh.history.contains(entry) {
+            fresh.history.push(entry.clone());
+        }
+    }
 }
 
 fn clear_lease(status: &mut TaskStatus) {
