@@ -11,6 +11,15 @@
 //! A task's messages are executed in their recorded order (a delivery runs the task's oldest
 //! open messages up to and including its own), which is what makes both modes produce the same
 //! trace, history and output.
+//!
+//! The lease holder does not wait for its own messages to come back from the bus: once a step
+//! is persisted it runs the task's next open message at once, while the messages the step
+//! produced are being published; their deliveries then only acknowledge. A claiming worker that
+//! consumes the task's messages likewise runs the first message straight away, and that step's
+//! write records the claim and the kickoff with it. Nothing is lost by not recording the kickoff
+//! first: a worker dying before that write leaves the task claimed and unstarted, and whoever
+//! takes the lease over kicks it off again. A worker that only claims (`consume` off), a
+//! takeover and an approval resume record and publish as described above.
 
 use super::{Prepared, TaskResult, Worker, merge_progress, push_history};
 use crate::engine::failure::{FailureOutcome, message_retry_delay, message_retryable};
