@@ -208,7 +208,8 @@ pub struct RawJetStream {
     js: jetstream::Context,
     stream: String,
     subject: String,
-    messages: tokio::sync::Mutex<pull::Stream>,
+    /// `None` once the stream is deleted.
+    messages: tokio::sync::Mutex<Option<pull::Stream>>,
 }
 
 impl RawJetStream {
@@ -248,7 +249,7 @@ impl RawJetStream {
             js,
             stream,
             subject,
-            messages: tokio::sync::Mutex::new(messages),
+            messages: tokio::sync::Mutex::new(Some(messages)),
         })
     }
 
@@ -264,6 +265,7 @@ impl RawJetStream {
 
     async fn consume(&self, n: usize) -> Result<()> {
         let mut messages = self.messages.lock().await;
+        let messages = messages.as_mut().ok_or("the raw stream was deleted")?;
         for _ in 0..n {
             let m = messages
                 .next()
@@ -301,8 +303,9 @@ impl RawJetStream {
         Ok(start.elapsed())
     }
 
-    /// Deletes the stream.
+    /// Closes the pull consumer and deletes the stream.
     pub async fn delete(&self) -> Result<()> {
+        self.messages.lock().await.take();
         self.js
             .delete_stream(&self.stream)
             .await

@@ -29,6 +29,15 @@ async fn set_prompt(store: &Arc<dyn Store>, name: &str, prompt: &str) {
     store.update(agent).await.expect("update agent");
 }
 
+async fn listed(cache: &ReadCache) -> usize {
+    cache
+        .list(Kind::Agent, &ListOptions::default())
+        .await
+        .expect("list")
+        .items
+        .len()
+}
+
 #[tokio::test]
 async fn reads_are_kept_until_a_refresh_sees_a_change() {
     let store = store();
@@ -47,11 +56,7 @@ async fn reads_are_kept_until_a_refresh_sees_a_change() {
         missing.map(|_| ()).map_err(|e| e.kind()),
         Err(ErrorKind::NotFound)
     );
-    let listed = cache
-        .list(Kind::Agent, &ListOptions::default())
-        .await
-        .expect("list");
-    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed(&cache).await, 1);
 
     // Changed behind the cache's back: what was read is served until the next refresh.
     set_prompt(&store, "a", "third").await;
@@ -59,15 +64,7 @@ async fn reads_are_kept_until_a_refresh_sees_a_change() {
     let stale = cache.get(Kind::Agent, "default", "a").await.expect("get");
     assert_eq!(prompt_of(&stale), prompt_of(&kept));
     assert!(cache.get(Kind::Agent, "default", "b").await.is_err());
-    assert_eq!(
-        cache
-            .list(Kind::Agent, &ListOptions::default())
-            .await
-            .expect("list")
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(listed(&cache).await, 1);
 
     cache.refresh().await.expect("refresh");
     let fresh = cache.get(Kind::Agent, "default", "a").await.expect("get");
@@ -81,15 +78,7 @@ async fn reads_are_kept_until_a_refresh_sees_a_change() {
         ),
         "new"
     );
-    assert_eq!(
-        cache
-            .list(Kind::Agent, &ListOptions::default())
-            .await
-            .expect("list")
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(listed(&cache).await, 2);
 }
 
 #[tokio::test]
