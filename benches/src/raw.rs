@@ -67,6 +67,19 @@ impl BenchDb {
         Ok((sync, fsync))
     }
 
+    /// `VACUUM (ANALYZE)` of the whole database: the deleted tasks and events of the last
+    /// scenario are cleaned up now rather than by an autovacuum during the next one.
+    pub async fn vacuum(&self) -> Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.url)
+            .await
+            .map_err(err("connecting to the bench database"))?;
+        sqlx::query("VACUUM (ANALYZE)")
+            .execute(&mut conn)
+            .await
+            .map_err(err("VACUUM"))?;
+        Ok(())
+    }
+
     /// Drops the database (with FORCE).
     pub async fn drop_database(&self) -> Result<()> {
         let mut conn = sqlx::PgConnection::connect(&self.admin)
