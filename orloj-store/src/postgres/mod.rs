@@ -8,7 +8,8 @@
 //! cannot drift. Tasks are the exception: they are rewritten on every agent step, and
 //! recomputing their generated columns from the whole document was half the cost of such a
 //! write, so every task write sets those columns in the same statement, from the object it
-//! writes (`task_columns`; `spec_hash` in SQL; migration 0006). The schema lives in
+//! writes (`task_columns`; `spec_hash` in SQL, and only when the spec may have changed: a
+//! status write keeps it; migration 0006). The schema lives in
 //! `orloj-store/migrations/*.sql`, embedded with `sqlx::migrate!` and applied by [`PostgresStore::connect`] (sqlx's migrator holds a Postgres
 //! advisory lock while it runs, so concurrent starters are safe).
 //!
@@ -16,9 +17,15 @@
 //!
 //! Every write runs in a transaction that first locks the row (`SELECT … FOR UPDATE`), applies
 //! the same [`versioning`] rules as [`MemoryStore`](crate::MemoryStore), then in one statement
-//! increments the singleton `store_revision` row, writes the row, appends to `store_events` and
-//! prunes old events. The `store_revision` row lock serializes writers until commit, so
-//! revisions commit in order. Time comes from the injected [`Clock`].
+//! increments the singleton `store_revision` row, writes the row, appends to `store_events` (the
+//! payload the write returned) and prunes the oldest events outside the window (a few per write,
+//! by an ordered index scan). The `store_revision` row lock serializes writers until commit, so
+//! revisions commit in order. Time comes from the injected [`Clock`]. A status write that names
+//! the version it starts from ([`Store::update_status_of`]) needs no transaction: one statement
+//! locks the row only while it still has that version.
+//!
+//! [`Store::change_marker`] reads the latest retained event of the kinds asked about, the
+//! current revision and the oldest retained one in one statement.
 //!
 //! # Watches
 //!
