@@ -372,7 +372,8 @@ impl Worker {
 
     /// Claim path of message-driven mode: records the kickoff (unless this attempt already has
     /// one — a takeover) and `claim` (the claim's history entry, when the claim did not write
-    /// it), persists them, then publishes every open message of the attempt.
+    /// it), persists them, then publishes every open message of the attempt. A fresh attempt
+    /// this worker consumes is run here instead (see [`Self::kickoff`]).
     pub(super) async fn kickoff_held(
         &self,
         task: Object,
