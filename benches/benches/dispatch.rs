@@ -314,7 +314,6 @@ fn durable(
     if let Err(e) = rt.block_on(d.raw_js.delete()) {
         eprintln!("{e}");
     }
-    settle_db(rt, &d.db);
     dispatch_benches(c, rt, samples, "durable", &d.dispatch, n, Some(&d.db));
     let Durable {
         db,

@@ -146,10 +146,22 @@ impl ReadCache {
         Ok(())
     }
 
-    /// The generation to keep a read's answer under, when the cache keeps anything.
-    fn keeping(&self) -> Option<u64> {
+    /// The generation to keep a read of `kind` under, when the cache keeps it.
+    fn keeping(&self, kind: Kind) -> Option<u64> {
+        if !self.cached(kind) {
+            return None;
+        }
         let state = self.state();
         state.marker.map(|_| state.generation)
+    }
+
+    /// Keeps a read with `insert` unless the entries were dropped since it began (`generation`).
+    fn keep(&self, generation: u64, insert: impl FnOnce(&mut State)) {
+        let mut state = self.state();
+        if state.marker.is_some() && state.generation == generation {
+            state.room();
+            insert(&mut state);
+        }
     }
 
     /// Drops everything after a write through the cache to a cached kind: the next refresh
@@ -177,12 +189,7 @@ impl Store for ReadCache {
     }
 
     async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
-        let generation = if self.cached(kind) {
-            self.keeping()
-        } else {
-            None
-        };
-        let Some(generation) = generation else {
+        let Some(generation) = self.keeping(kind) else {
             return self.inner.get(kind, namespace, name).await;
         };
         let key = (kind, namespace.to_string(), name.to_string());
@@ -191,27 +198,20 @@ impl Store for ReadCache {
         }
         let read = self.inner.get(kind, namespace, name).await;
         // A missing object is kept too (its creation changes the marker); other errors are not.
-        if read.as_ref().is_ok()
-            || read
-                .as_ref()
-                .is_err_and(|e| e.kind() == ErrorKind::NotFound)
-        {
-            let mut state = self.state();
-            if state.marker.is_some() && state.generation == generation {
-                state.room();
+        let keepable = match &read {
+            Ok(_) => true,
+            Err(e) => e.kind() == ErrorKind::NotFound,
+        };
+        if keepable {
+            self.keep(generation, |state| {
                 state.gets.insert(key, read.clone());
-            }
+            });
         }
         read
     }
 
     async fn list(&self, kind: Kind, options: &ListOptions) -> Result<ObjectList> {
-        let generation = if self.cached(kind) {
-            self.keeping()
-        } else {
-            None
-        };
-        let Some(generation) = generation else {
+        let Some(generation) = self.keeping(kind) else {
             return self.inner.list(kind, options).await;
         };
         let key = (kind, list_key(options));
@@ -219,11 +219,9 @@ impl Store for ReadCache {
             return Ok(kept.clone());
         }
         let list = self.inner.list(kind, options).await?;
-        let mut state = self.state();
-        if state.marker.is_some() && state.generation == generation {
-            state.room();
+        self.keep(generation, |state| {
             state.lists.insert(key, list.clone());
-        }
+        });
         Ok(list)
     }
 

@@ -472,7 +472,7 @@ impl Worker {
         // published, instead of waiting for its delivery (which then only acknowledges).
         let first = open_messages(&written_status, written_status.attempts)
             .next()
-            .filter(|_| consume && fresh_attempt && md.consumes(&namespace))
+            .filter(|_| fresh_attempt && md.consumes(&namespace))
             .map(|(_, m)| to_envelope(&written, m));
         if consume {
             // Before publishing: the first message may be handled at once.

@@ -1182,3 +1182,46 @@ fn clear_lease(status: &mut TaskStatus) {
     status.lease_until.clear();
     status.last_heartbeat.clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(event_type: &str, timestamp: &str) -> TaskHistoryEvent {
+        TaskHistoryEvent {
+            timestamp: timestamp.into(),
+            event_type: event_type.into(),
+            ..Default::default()
+        }
+    }
+
+    fn types(status: &TaskStatus) -> Vec<&str> {
+        status
+            .history
+            .iter()
+            .map(|h| h.event_type.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_merge_keeps_history_this_worker_added_and_not_what_was_trimmed() {
+        let ours = TaskStatus {
+            history: vec![
+                entry("old", "2026-01-01T00:00:00.000Z"),
+                entry("created", "2026-01-01T00:00:01.000Z"),
+                entry("claim", "2026-01-01T00:00:03.000Z"),
+            ],
+            ..Default::default()
+        };
+        // Written meanwhile (a lease renewal) without the claim, with the oldest entry trimmed.
+        let mut fresh = TaskStatus {
+            history: vec![entry("created", "2026-01-01T00:00:01.000Z")],
+            ..Default::default()
+        };
+        merge_progress(&mut fresh, &ours);
+        assert_eq!(types(&fresh), ["created", "claim"]);
+        // Merging again adds nothing.
+        merge_progress(&mut fresh, &ours);
+        assert_eq!(types(&fresh), ["created", "claim"]);
+    }
+}
