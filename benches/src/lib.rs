@@ -348,6 +348,18 @@ impl Dispatch {
     /// the time from the first create to the last `task.succeeded`. The tasks are deleted
     /// afterwards (not timed) so the store does not grow across batches.
     pub async fn run_batch(&self, agents: usize, n: usize) -> Result<Duration, String> {
+        let (elapsed, names) = self.run_tasks(agents, n).await?;
+        self.delete_tasks(names).await?;
+        Ok(elapsed)
+    }
+
+    /// [`Dispatch::run_batch`] without the deletes: returns the time taken and the tasks'
+    /// names.
+    pub async fn run_tasks(
+        &self,
+        agents: usize,
+        n: usize,
+    ) -> Result<(Duration, Vec<String>), String> {
         let first = self.seq.fetch_add(n as u64, Ordering::SeqCst);
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n as u64 {
@@ -370,14 +382,18 @@ impl Dispatch {
             return Err(format!("creating a task: {e}"));
         }
         self.done.wait_for(target).await?;
-        let elapsed = start.elapsed();
+        Ok((start.elapsed(), names))
+    }
+
+    /// Deletes the tasks named (default namespace).
+    pub async fn delete_tasks(&self, names: Vec<String>) -> Result<(), String> {
         for name in names {
             self.store
                 .delete(Kind::Task, orloj_core::DEFAULT_NAMESPACE, &name, None)
                 .await
                 .map_err(|e| format!("deleting task {name}: {e}"))?;
         }
-        Ok(elapsed)
+        Ok(())
     }
 
     /// Stops the worker.

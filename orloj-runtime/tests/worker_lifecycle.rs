@@ -282,3 +282,60 @@ async fn a_freed_slot_claims_the_waiting_task_without_a_poll() {
     cancel.cancel();
     handle.await.expect("join").expect("run ok");
 }
+
+#[tokio::test]
+async fn a_worker_never_runs_more_tasks_than_its_slots() {
+    never_more_tasks_than_slots(store()).await;
+}
+
+/// On Postgres a claim awaits the database, so the claims a worker runs at once are really in
+/// flight together: the slots must be reserved before they start, not checked after.
+#[tokio::test]
+async fn a_worker_never_runs_more_tasks_than_its_slots_on_postgres() {
+    let Some(db) = orloj_store::testing::TestDb::create().await else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        orloj_store::PostgresStore::connect(&db.url, Default::default(), Arc::new(SystemClock))
+            .await
+            .expect("connect the Postgres store"),
+    );
+    never_more_tasks_than_slots(store).await;
+}
+
+async fn never_more_tasks_than_slots(store: Arc<dyn Store>) {
+    let names: Vec<String> = (0..12).map(|i| format!("slot-{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    setup(&store, &refs).await;
+    // Slow enough that every slot is busy while the claims of the others would run.
+    let model = Arc::new(MockModel {
+        delay: Duration::from_millis(40),
+        ..Default::default()
+    });
+    let config = WorkerConfig {
+        max_concurrent_tasks: 2,
+        ..fast("w-two")
+    };
+    let w = worker(&store, model, config);
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    let mut most = 0;
+    let mut done = 0;
+    for _ in 0..1000 {
+        let tasks = store
+            .list(Kind::Task, &Default::default())
+            .await
+            .expect("list tasks");
+        let phases: Vec<String> = tasks.items.iter().map(|t| t.phase().to_string()).collect();
+        most = most.max(phases.iter().filter(|p| *p == "Running").count());
+        done = phases.iter().filter(|p| *p == "Succeeded").count();
+        if done == names.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+    assert_eq!(done, names.len(), "every task ran");
+    assert_eq!(most, 2, "two slots: two tasks at once, never more");
+}

@@ -72,6 +72,8 @@ pub const MAX_MESSAGES: usize = 500;
 const LEASE_LOST: &str = "task lease lost to another worker";
 /// Compare-and-swap attempts for one status write.
 const CAS_ATTEMPTS: usize = 8;
+/// Claims a worker runs at once while it has free slots.
+const CLAIMS_AT_ONCE: usize = 4;
 
 /// Worker settings (flags of `orlojworker` / the embedded worker of `orlojd`).
 #[derive(Debug, Clone)]
@@ -974,8 +976,21 @@ impl Worker {
                 return false;
             }
         }
+        // Several claims run at once: each is a few store round trips, and one at a time they
+        // bound how fast a busy worker takes work on.
+        let mut claims = futures::stream::FuturesUnordered::new();
+        let mut exhausted = false;
         loop {
-            match self.claim_one().await {
+            while !exhausted
+                && claims.len() < CLAIMS_AT_ONCE
+                && self.current_tasks() + claims.len() < self.capacity()
+            {
+                claims.push(self.claim_one());
+            }
+            let Some(claimed) = claims.next().await else {
+                return self.current_tasks() >= self.capacity();
+            };
+            match claimed {
                 Ok(Some(task)) => {
                     let worker = self.clone();
                     running.spawn(async move {
@@ -985,10 +1000,10 @@ impl Worker {
                         }
                     });
                 }
-                Ok(None) => return self.current_tasks() >= self.capacity(),
+                Ok(None) => exhausted = true,
                 Err(e) => {
                     tracing::warn!(worker = %self.config.worker_id, error = %e, "claim failed");
-                    return false;
+                    exhausted = true;
                 }
             }
         }

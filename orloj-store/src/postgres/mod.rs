@@ -17,10 +17,12 @@
 //!
 //! Every write runs in a transaction that first locks the row (`SELECT … FOR UPDATE`), applies
 //! the same [`versioning`] rules as [`MemoryStore`](crate::MemoryStore), then in one statement
-//! increments the singleton `store_revision` row, writes the row, appends to `store_events` (the
+//! writes the row, increments the singleton `store_revision` row, appends to `store_events` (the
 //! payload the write returned) and prunes the oldest events outside the window (a few per write,
 //! by an ordered index scan). The `store_revision` row lock serializes writers until commit, so
-//! revisions commit in order. Time comes from the injected [`Clock`]. A status write that names
+//! revisions commit in order; it is taken after the row is written, so writers wait on each
+//! other only for the event and the commit (migration 0007). Rows carry a `write_order` from a
+//! sequence instead of the revision: the claim order. Time comes from the injected [`Clock`]. A status write that names
 //! the version it starts from ([`Store::update_status_of`]) needs no transaction: one statement
 //! locks the row only while it still has that version.
 //!

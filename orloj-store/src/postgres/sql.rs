@@ -53,19 +53,17 @@ pub(crate) fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(Arc::clone(sql))
 }
 
-/// Bumps the store revision (taking the row lock that orders all writers) and prunes events
-/// older than the retention window ($7); the statements below add the write and its event.
-/// Parameters shared by every write: $1 key, $2 payload, $3 now, $4 kind, $5 namespace,
-/// $6 name, $7 retention. Tasks add [`TASK_COLUMNS`] as $8 to $18 (not for a delete).
+/// The tail of every write statement, after the CTE `w` that writes the row (returning what the
+/// event carries as `payload`): bumps the store revision, records the event and prunes events
+/// older than the retention window ($7). Parameters shared by every write: $1 key, $2 payload,
+/// $3 now, $4 kind, $5 namespace, $6 name, $7 retention. Tasks add [`TASK_COLUMNS`] as $8 to
+/// $18 (not for a delete).
 ///
-/// `guard` is empty, or a CTE named `cur` (text ending in `, `): then the revision is bumped,
-/// and the object and event written, only when `cur` has a row.
-fn write_prefix(guard: &str) -> String {
-    let cond = if guard.is_empty() {
-        ""
-    } else {
-        " WHERE EXISTS (SELECT 1 FROM cur)"
-    };
+/// The revision is taken last (migration 0007): the `store_revision` row lock orders all
+/// writers until they commit, and `rev` runs only once `w` has returned its row (its condition
+/// reads `w`), so writers queue on it for the event insert and the commit, not for the row
+/// write. No row written (a version guard that did not hold): no revision, no event.
+fn write_tail(event_type: &str, event_payload: &str) -> String {
     // The bound comes from `rev`, so the planner cannot know it when planning: a plain
     // `revision <= bound` is estimated to match a third of the table and, once the table is
     // large, planned as a sequential scan on every write (measured: 5-8 ms per write at 10,000
@@ -73,25 +71,30 @@ fn write_prefix(guard: &str) -> String {
     // deletes the one event a write pushes out of the window, and catches up after the
     // retention shrank.
     format!(
-        "WITH {guard}rev AS (UPDATE store_revision SET revision = revision + 1{cond} RETURNING revision), \
+        "rev AS (UPDATE store_revision SET revision = revision + 1 \
+                 WHERE EXISTS (SELECT 1 FROM w) RETURNING revision), \
          pruned AS (DELETE FROM store_events WHERE revision IN ( \
              SELECT revision FROM store_events WHERE revision <= (SELECT revision FROM rev) - $7 \
-             ORDER BY revision LIMIT 16))"
+             ORDER BY revision LIMIT 16)), \
+         ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
+                SELECT rev.revision, $4, $5, $6, '{event_type}', {event_payload}, $3 FROM rev, w) \
+         SELECT revision FROM rev"
     )
 }
 
-/// A write statement: `write` (an INSERT or UPDATE of `table` returning its `payload`), then
-/// its event with the payload it returned. Taking the payload from the write instead of $2
-/// again measurably shortens a task step's write (pgbench, 9 KB task: 0.41 → 0.36 ms).
+/// A write statement: `guard` (empty, or a CTE named `cur`, text ending in `, `), then `write`
+/// (an INSERT or UPDATE of the row, returning its `payload`), then [`write_tail`] with the
+/// payload the write returned. Taking the payload from the write instead of $2 again
+/// measurably shortens a task step's write (pgbench, 9 KB task: 0.41 → 0.36 ms).
 fn write_statement(guard: &str, write: &str, event_type: &str) -> String {
     format!(
-        "{}, w AS ({write}), \
-         ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
-                SELECT rev.revision, $4, $5, $6, '{event_type}', w.payload, $3 FROM rev, w) \
-         SELECT revision FROM rev",
-        write_prefix(guard)
+        "WITH {guard}w AS ({write}), {}",
+        write_tail(event_type, "w.payload")
     )
 }
+
+/// The next value of the rows' write order (migration 0007), the claim order of tasks.
+const NEXT_WRITE_ORDER: &str = "nextval('orloj_write_order')";
 
 fn build(kind: Kind) -> KindSql {
     let t = kind.table();
@@ -130,10 +133,15 @@ fn build(kind: Kind) -> KindSql {
          AND coalesce(payload -> 'metadata' -> 'createdAt', 'null'::jsonb) = {created_param}::jsonb \
          FOR UPDATE), "
     );
-    let update_set = |set: &str| {
+    let update_set = |set: &str, guarded: bool| {
+        let guard = if guarded {
+            " AND EXISTS (SELECT 1 FROM cur)"
+        } else {
+            ""
+        };
         format!(
-            "UPDATE {t} SET payload = $2, revision = rev.revision, updated_at = $3{set} \
-             FROM rev WHERE {t}.name = $1 RETURNING {t}.payload"
+            "UPDATE {t} SET payload = $2, write_order = {NEXT_WRITE_ORDER}, updated_at = $3{set} \
+             WHERE name = $1{guard} RETURNING payload"
         )
     };
     let s = |text: String| -> Arc<str> { Arc::from(text) };
@@ -155,29 +163,35 @@ fn build(kind: Kind) -> KindSql {
         insert: s(write_statement(
             "",
             &format!(
-                "INSERT INTO {t} (name, payload, revision, created_at, updated_at{task_cols}) \
-                 SELECT $1, $2, revision, $3, $3{task_vals} FROM rev RETURNING payload"
+                "INSERT INTO {t} (name, payload, write_order, created_at, updated_at{task_cols}) \
+                 VALUES ($1, $2, {NEXT_WRITE_ORDER}, $3, $3{task_vals}) RETURNING payload"
             ),
             "added",
         )),
-        update: s(write_statement("", &update_set(&task_set), "updated")),
-        update_if_version: s(write_statement(
-            &version_guard,
-            &update_set(&task_set),
+        update: s(write_statement(
+            "",
+            &update_set(&task_set, false),
             "updated",
         )),
-        update_status: s(write_statement("", &update_set(&status_set), "updated")),
+        update_if_version: s(write_statement(
+            &version_guard,
+            &update_set(&task_set, true),
+            "updated",
+        )),
+        update_status: s(write_statement(
+            "",
+            &update_set(&status_set, false),
+            "updated",
+        )),
         update_status_if_version: s(write_statement(
             &version_guard,
-            &update_set(&status_set),
+            &update_set(&status_set, true),
             "updated",
         )),
         // The event carries the object as read under the row lock ($2).
         delete: s(format!(
-            "{}, ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
-                        SELECT revision, $4, $5, $6, 'deleted', $2, $3 FROM rev), \
-             w AS (DELETE FROM {t} WHERE name = $1) SELECT revision FROM rev",
-            write_prefix("")
+            "WITH w AS (DELETE FROM {t} WHERE name = $1 RETURNING 1), {}",
+            write_tail("deleted", "$2")
         )),
     }
 }
@@ -205,7 +219,7 @@ pub(crate) const CLAIM: &str = "SELECT payload FROM tasks \
       AND (req_model = '' OR cardinality($5::text[]) = 0 OR req_model = ANY($5)) \
       AND (status_phase = 'running' OR assigned_worker = '' OR lower(assigned_worker) = $6) \
       AND name <> ALL($7::text[]) \
-    ORDER BY revision \
+    ORDER BY write_order \
     LIMIT 1 \
     FOR UPDATE SKIP LOCKED";
 
