@@ -977,21 +977,25 @@ impl Worker {
             }
         }
         // Several claims run at once: each is a few store round trips, and one at a time they
-        // bound how fast a busy worker takes work on.
+        // bound how fast a busy worker takes work on. As many as claims have succeeded so far
+        // this round (up to CLAIMS_AT_ONCE), so a single new task costs one empty claim after
+        // it, not several. Slots are reserved for the claims in flight.
         let mut claims = futures::stream::FuturesUnordered::new();
+        let mut claimed = 0;
         let mut exhausted = false;
         loop {
             while !exhausted
-                && claims.len() < CLAIMS_AT_ONCE
+                && claims.len() < claimed.clamp(1, CLAIMS_AT_ONCE)
                 && self.current_tasks() + claims.len() < self.capacity()
             {
                 claims.push(self.claim_one());
             }
-            let Some(claimed) = claims.next().await else {
+            let Some(next) = claims.next().await else {
                 return self.current_tasks() >= self.capacity();
             };
-            match claimed {
+            match next {
                 Ok(Some(task)) => {
+                    claimed += 1;
                     let worker = self.clone();
                     running.spawn(async move {
                         let key = task.key();
