@@ -126,12 +126,13 @@ fn build(kind: Kind) -> KindSql {
     let (version_param, created_param) =
         (format!("${first_guard}"), format!("${}", first_guard + 1));
     // The row lock comes first, as in a locked read followed by an update; a concurrent
-    // writer's commit makes the lock re-check the version.
+    // writer's commit makes the lock re-check the version. NO KEY UPDATE, the lock the update
+    // takes anyway: the key share a log line's foreign key check takes does not wait for it.
     let version_guard = format!(
         "cur AS (SELECT name FROM {t} WHERE name = $1 \
          AND payload -> 'metadata' ->> 'resourceVersion' = {version_param} \
          AND coalesce(payload -> 'metadata' -> 'createdAt', 'null'::jsonb) = {created_param}::jsonb \
-         FOR UPDATE), "
+         FOR NO KEY UPDATE), "
     );
     let update_set = |set: &str, guarded: bool| {
         let guard = if guarded {
