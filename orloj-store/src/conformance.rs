@@ -90,6 +90,7 @@ macro_rules! store_conformance_tests {
             claim_waits_for_next_attempt,
             claim_matches_requirements,
             claim_oldest_first,
+            claim_order_kept_by_status_writes_in_the_same_phase,
             lease_expiry_takeover,
             status_written_lease_decides_takeover,
             renew_by_owner_only,
@@ -1181,6 +1182,24 @@ pub async fn claim_oldest_first(store: DynStore, clock: Arc<ManualClock>) {
     .map(|t| t.expect("claim").key())
     .collect();
     assert_eq!(order, ["ns/a", "ns/b", "ns/c"]);
+}
+
+/// A status write that keeps a task's phase (an agent step, a lease renewal) keeps its place
+/// in the claim order; a phase change moves it to the back (`claim_oldest_first`).
+pub async fn claim_order_kept_by_status_writes_in_the_same_phase(
+    store: DynStore,
+    clock: Arc<ManualClock>,
+) {
+    for name in ["a", "b"] {
+        store.create(task("ns", name)).await.expect("create");
+        clock.advance(Duration::from_millis(1));
+    }
+    store
+        .update_status(Kind::Task, "ns", "a", None, json!({"note": "same phase"}))
+        .await
+        .expect("status");
+    let first = claim(&store, "w").await.expect("claim");
+    assert_eq!(first.key(), "ns/a");
 }
 
 /// An expired lease is taken over: new holder, history entry, attempts unchanged; the old

@@ -153,7 +153,13 @@ impl MemoryStore {
     }
 
     fn commit(&self, state: &mut State, event_type: WatchEventType, object: Object) -> Object {
-        (*self.commit_shared(state, event_type, object)).clone()
+        (*self.commit_shared(state, event_type, object, false)).clone()
+    }
+
+    /// [`Self::commit`] of a status write (claim, lease, progress), which keeps a task's place
+    /// in the claim order while its phase stays the same, as the Postgres store does.
+    fn commit_status(&self, state: &mut State, object: Object) -> Object {
+        (*self.commit_shared(state, WatchEventType::Updated, object, true)).clone()
     }
 
     /// [`Self::commit`] returning the stored object itself (no copy).
@@ -162,11 +168,22 @@ impl MemoryStore {
         state: &mut State,
         event_type: WatchEventType,
         object: Object,
+        status_write: bool,
     ) -> Arc<Object> {
         state.revision += 1;
         let revision = state.revision;
-        state.last_change.insert(object.kind, revision);
         let key = (object.kind, object.key());
+        let touched = match state.objects.get(&key) {
+            Some(before)
+                if status_write
+                    && object.kind == Kind::Task
+                    && before.object.phase().eq_ignore_ascii_case(object.phase()) =>
+            {
+                before.touched
+            }
+            _ => revision,
+        };
+        state.last_change.insert(object.kind, revision);
         let claimable_from = if object.kind == Kind::Task && event_type != WatchEventType::Deleted {
             task_queue::claimable_from(&object)
         } else {
@@ -187,7 +204,7 @@ impl MemoryStore {
                 Entry {
                     claimable_from,
                     object: shared.clone(),
-                    touched: revision,
+                    touched,
                 },
             );
         }
@@ -314,7 +331,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let current = Self::existing(&state, kind, namespace, name)?;
         let updated = versioning::prepare_status(current, expected_resource_version, status)?;
-        Ok(self.commit(&mut state, WatchEventType::Updated, updated))
+        Ok(self.commit_status(&mut state, updated))
     }
 
     async fn update_status_of(
@@ -334,7 +351,7 @@ impl Store for MemoryStore {
         // The stored object, not `current`: the memory store has it at hand.
         let updated =
             versioning::prepare_status(stored, Some(&current.metadata.resource_version), status)?;
-        Ok(self.commit_shared(&mut state, WatchEventType::Updated, updated))
+        Ok(self.commit_shared(&mut state, WatchEventType::Updated, updated, true))
     }
 
     async fn delete(
@@ -470,7 +487,7 @@ impl Store for MemoryStore {
         };
         task_queue::apply_claim(&mut task, request, now);
         versioning::bump(&mut task);
-        Ok(Some(self.commit(&mut state, WatchEventType::Updated, task)))
+        Ok(Some(self.commit_status(&mut state, task)))
     }
 
     async fn renew_task_lease(
@@ -487,7 +504,7 @@ impl Store for MemoryStore {
         let mut task = current.clone();
         task_queue::apply_renewal(&mut task, lease, now);
         versioning::bump(&mut task);
-        Ok(self.commit(&mut state, WatchEventType::Updated, task))
+        Ok(self.commit_status(&mut state, task))
     }
 
     async fn release_task(&self, namespace: &str, name: &str, worker_id: &str) -> Result<Object> {
@@ -497,7 +514,7 @@ impl Store for MemoryStore {
         let mut task = current.clone();
         task_queue::apply_release(&mut task);
         versioning::bump(&mut task);
-        Ok(self.commit(&mut state, WatchEventType::Updated, task))
+        Ok(self.commit_status(&mut state, task))
     }
 
     async fn append_task_log(&self, namespace: &str, name: &str, entry: &str) -> Result<()> {

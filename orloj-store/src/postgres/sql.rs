@@ -134,14 +134,25 @@ fn build(kind: Kind) -> KindSql {
          AND coalesce(payload -> 'metadata' -> 'createdAt', 'null'::jsonb) = {created_param}::jsonb \
          FOR NO KEY UPDATE), "
     );
-    let update_set = |set: &str, guarded: bool| {
+    // A task's status write that keeps its phase (an agent step, a lease renewal) keeps its
+    // place in the claim order: a task that is running is not claimable while its lease holds,
+    // and with no indexed column changed the update can be HOT (no new index entries). A phase
+    // change (claimed, retried, finished) moves it to the back, as any spec write does.
+    let status_order = match TASK_COLUMNS.iter().position(|c| *c == "status_phase") {
+        Some(i) if task => format!(
+            "CASE WHEN status_phase = ${} THEN write_order ELSE {NEXT_WRITE_ORDER} END",
+            8 + i
+        ),
+        _ => NEXT_WRITE_ORDER.to_string(),
+    };
+    let update_set = |set: &str, order: &str, guarded: bool| {
         let guard = if guarded {
             " AND EXISTS (SELECT 1 FROM cur)"
         } else {
             ""
         };
         format!(
-            "UPDATE {t} SET payload = $2, write_order = {NEXT_WRITE_ORDER}, updated_at = $3{set} \
+            "UPDATE {t} SET payload = $2, write_order = {order}, updated_at = $3{set} \
              WHERE name = $1{guard} RETURNING payload"
         )
     };
@@ -171,22 +182,22 @@ fn build(kind: Kind) -> KindSql {
         )),
         update: s(write_statement(
             "",
-            &update_set(&task_set, false),
+            &update_set(&task_set, NEXT_WRITE_ORDER, false),
             "updated",
         )),
         update_if_version: s(write_statement(
             &version_guard,
-            &update_set(&task_set, true),
+            &update_set(&task_set, NEXT_WRITE_ORDER, true),
             "updated",
         )),
         update_status: s(write_statement(
             "",
-            &update_set(&status_set, false),
+            &update_set(&status_set, &status_order, false),
             "updated",
         )),
         update_status_if_version: s(write_statement(
             &version_guard,
-            &update_set(&status_set, true),
+            &update_set(&status_set, &status_order, true),
             "updated",
         )),
         // The event carries the object as read under the row lock ($2).
