@@ -234,6 +234,51 @@ async fn a_not_ready_worker_record_claims_nothing() {
     assert!(w.claim_next().await.expect("claim").is_some());
 }
 
+/// The worker claims without reading its record while its own Ready heartbeat is fresh: only
+/// a heartbeat older than the stale limit gets a worker marked NotReady. Once its heartbeat is
+/// that old, a NotReady mark stops its claims until it heartbeats again.
+#[tokio::test]
+async fn a_not_ready_mark_stops_claims_once_the_own_heartbeat_is_old() {
+    let store = store();
+    setup(&store, &["t1", "t2"]).await;
+    let clock = Arc::new(orloj_core::ManualClock::new(chrono::Utc::now()));
+    let router = Arc::new(StoreRouter {
+        store: store.clone(),
+        model: Arc::new(MockModel::default()),
+    });
+    let tools = Arc::new(FakeTools::default());
+    let runner = AgentRunner::new(tools.clone(), clock.clone()).with_step_interval(Duration::ZERO);
+    let config = WorkerConfig {
+        max_concurrent_tasks: 4,
+        ..fast("w-marked")
+    };
+    let w = Worker::new(config, store.clone(), clock.clone(), router, tools).with_runner(runner);
+    w.heartbeat("Ready").await.expect("heartbeat");
+    let mark_not_ready = || async {
+        let record = store
+            .get(Kind::Worker, "default", "w-marked")
+            .await
+            .expect("worker record");
+        let mut status = record.status.clone();
+        status["phase"] = serde_json::json!("NotReady");
+        store
+            .update_status(Kind::Worker, "default", "w-marked", None, status)
+            .await
+            .expect("mark NotReady");
+    };
+    mark_not_ready().await;
+    assert!(
+        w.claim_next().await.expect("claim").is_some(),
+        "a fresh Ready heartbeat of its own: the mark cannot be the stale check's"
+    );
+    clock.advance(orloj_runtime::controllers::WORKER_STALE_AFTER);
+    mark_not_ready().await;
+    assert!(w.claim_next().await.expect("claim").is_none());
+    assert_eq!(task(&store, "t2").await.phase(), "Pending");
+    w.heartbeat("Ready").await.expect("heartbeat");
+    assert!(w.claim_next().await.expect("claim").is_some());
+}
+
 #[tokio::test]
 async fn a_created_task_is_claimed_on_the_store_signal_not_the_poll() {
     let store = store();

@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+use crate::controllers::WORKER_STALE_AFTER;
 use crate::engine::agent_turn::{AgentRunner, humanize};
 use crate::engine::failure::{FailureOutcome, decide};
 use crate::engine::graph::{GraphRun, Plan, StepFailure, prepare};
@@ -32,6 +33,7 @@ use crate::governance::approval::{self, ApprovalState};
 use crate::governance::authorizer::{AuthorizedExecutor, RoleAuthorizer};
 use crate::governance::policy::PolicySet;
 use crate::read_cache::ReadCache;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use orloj_core::clock::Clock;
 use orloj_core::model::ModelRouter;
@@ -132,6 +134,8 @@ pub struct Worker {
     held: Arc<Mutex<HashSet<(String, String)>>>,
     messages: Option<messages::MessageRuntime>,
     read_cache: Option<Arc<ReadCache>>,
+    /// When this worker last wrote its own record Ready (cleared when it writes NotReady).
+    ready_at: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -171,6 +175,7 @@ impl Worker {
             held: Arc::new(Mutex::new(HashSet::new())),
             messages: None,
             read_cache: None,
+            ready_at: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -240,7 +245,8 @@ impl Worker {
                 .await?;
             let mut status = resources::status_of::<WorkerSpec>(&current).unwrap_or_default();
             status.phase = phase.to_string();
-            status.last_heartbeat = self.now();
+            let beat = self.clock.now();
+            status.last_heartbeat = format_time(beat);
             status.current_tasks = self.current_tasks() as i64;
             status.last_error = if phase == "NotReady" {
                 "worker stopped".into()
@@ -260,7 +266,11 @@ impl Worker {
                 )
                 .await
             {
-                Ok(o) => return Ok(o),
+                Ok(o) => {
+                    *self.ready_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                        (phase == "Ready").then_some(beat);
+                    return Ok(o);
+                }
                 Err(e) if e.kind() == ErrorKind::Conflict => last = e,
                 Err(e) => return Err(e),
             }
@@ -279,9 +289,26 @@ impl Worker {
     /// Whether this worker may claim now: a free slot, and its Worker record not marked
     /// NotReady (e.g. stale heartbeat: it claims nothing until its next heartbeat). No record at
     /// all is fine (embedded, single-process use).
+    ///
+    /// The record is not read while this worker's own Ready heartbeat is fresh (younger than
+    /// half of [`WORKER_STALE_AFTER`]): only a heartbeat that old gets a worker marked NotReady,
+    /// and its next heartbeat would write Ready over any other mark. That read was a round trip
+    /// before every claim.
     async fn may_claim(&self) -> Result<bool> {
         if self.current_tasks() >= self.capacity() {
             return Ok(false);
+        }
+        let fresh = self
+            .ready_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| {
+                (self.clock.now() - at)
+                    .to_std()
+                    .is_ok_and(|age| age < WORKER_STALE_AFTER / 2)
+            });
+        if fresh {
+            return Ok(true);
         }
         match self
             .store
