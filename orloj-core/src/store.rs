@@ -201,6 +201,24 @@ pub trait Store: Send + Sync + 'static {
     /// lease appends a `takeover` history entry. Concurrent claimers never get the same task.
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>>;
 
+    /// [`Store::claim_task`], and with the claimed task a [`ChangeMarker`] of `kinds` taken no
+    /// earlier than the claim found the task claimable: every write committed before the task
+    /// could be claimed (its creation, and whatever its creator wrote first) is before the
+    /// marker. A worker checks with it what it keeps of those kinds for the task without
+    /// another read. The marker is `None` when the store cannot tell. The default claims, then
+    /// takes the marker (a marker it cannot take is `None`: the task is claimed either way).
+    async fn claim_task_marked(
+        &self,
+        request: &ClaimRequest,
+        kinds: &[Kind],
+    ) -> Result<Option<(Object, Option<ChangeMarker>)>> {
+        let Some(task) = self.claim_task(request).await? else {
+            return Ok(None);
+        };
+        let marker = self.change_marker(kinds).await.ok().flatten();
+        Ok(Some((task, marker)))
+    }
+
     /// Extends the lease of a task held by `worker_id`. Conflict when the task is not Running
     /// or is held by someone else.
     async fn renew_task_lease(

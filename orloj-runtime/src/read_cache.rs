@@ -76,6 +76,8 @@ struct State {
     /// An object, or the store's NotFound for it.
     gets: HashMap<(Kind, String, String), Result<Object>>,
     lists: HashMap<(Kind, String), ObjectList>,
+    /// Markers read by the claims of tasks not resolved yet ([`ReadCache::note_claim`]).
+    claimed: HashMap<String, ChangeMarker>,
 }
 
 impl State {
@@ -123,11 +125,43 @@ impl ReadCache {
         self.kinds.contains(&kind)
     }
 
+    /// The kinds this cache keeps.
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+
     /// Makes the following reads see every write committed before this call: keeps what was
     /// read when no object of a cached kind was written since, drops it otherwise. On an error
     /// the cache keeps nothing (reads go to the store) until a refresh succeeds.
     pub async fn refresh(&self) -> Result<()> {
         let marker = self.inner.change_marker(&self.kinds).await;
+        self.apply(marker)
+    }
+
+    /// Notes the marker of this cache's kinds that the claim of task `task_key` read
+    /// ([`Store::claim_task_marked`]), for [`Self::refresh_for`] to use instead of reading one.
+    pub fn note_claim(&self, task_key: &str, marker: ChangeMarker) {
+        let mut state = self.state();
+        if state.claimed.len() >= MAX_ENTRIES {
+            // Claims whose tasks were never resolved: their resolution reads a marker.
+            state.claimed.clear();
+        }
+        state.claimed.insert(task_key.to_string(), marker);
+    }
+
+    /// [`Self::refresh`] for resolving task `task_key`: with the marker its claim noted, the
+    /// following reads see every write committed before the task was claimed (so everything
+    /// written before it was created), without reading a marker; otherwise as `refresh`.
+    pub async fn refresh_for(&self, task_key: &str) -> Result<()> {
+        let noted = self.state().claimed.remove(task_key);
+        match noted {
+            Some(marker) => self.apply(Ok(Some(marker))),
+            None => self.refresh().await,
+        }
+    }
+
+    /// Keeps what was read when `marker` shows no write to a cached kind since the kept one.
+    fn apply(&self, marker: Result<Option<ChangeMarker>>) -> Result<()> {
         let mut state = self.state();
         match marker {
             Ok(Some(now)) if state.marker.is_some_and(|kept| now.unchanged_since(&kept)) => {
@@ -309,6 +343,14 @@ impl Store for ReadCache {
 
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {
         self.inner.claim_task(request).await
+    }
+
+    async fn claim_task_marked(
+        &self,
+        request: &ClaimRequest,
+        kinds: &[Kind],
+    ) -> Result<Option<(Object, Option<ChangeMarker>)>> {
+        self.inner.claim_task_marked(request, kinds).await
     }
 
     async fn renew_task_lease(

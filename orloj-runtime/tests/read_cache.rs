@@ -189,3 +189,32 @@ async fn a_worker_resolving_through_the_cache_sees_each_change_before_the_next_t
         t3.last_error
     );
 }
+
+/// The marker a task's claim read stands in for one refresh, that task's: what was kept is
+/// dropped when the marker shows a change before the claim; the next refresh reads a marker.
+#[tokio::test]
+async fn a_claim_marker_stands_in_for_one_refresh_of_its_task() {
+    let store = store();
+    apply(&store, &agent("a", "  prompt: first")).await;
+    let cache = ReadCache::for_resolution(store.clone());
+    cache.refresh().await.expect("refresh");
+    let read = cache.get(Kind::Agent, "default", "a").await.expect("get");
+    assert_eq!(prompt_of(&read), "first");
+
+    set_prompt(&store, "a", "second").await;
+    let at_claim = store
+        .change_marker(cache.kinds())
+        .await
+        .expect("marker")
+        .expect("the memory store has markers");
+    cache.note_claim("default/t", at_claim);
+    cache.refresh_for("default/t").await.expect("refresh");
+    let read = cache.get(Kind::Agent, "default", "a").await.expect("get");
+    assert_eq!(prompt_of(&read), "second", "changed before the claim");
+
+    // Used up: the task's next refresh reads a marker of its own.
+    set_prompt(&store, "a", "third").await;
+    cache.refresh_for("default/t").await.expect("refresh");
+    let read = cache.get(Kind::Agent, "default", "a").await.expect("get");
+    assert_eq!(prompt_of(&read), "third");
+}

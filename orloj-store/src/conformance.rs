@@ -91,6 +91,7 @@ macro_rules! store_conformance_tests {
             claim_matches_requirements,
             claim_oldest_first,
             claim_order_kept_by_status_writes_in_the_same_phase,
+            claim_marker_covers_writes_before_the_claim,
             lease_expiry_takeover,
             status_written_lease_decides_takeover,
             renew_by_owner_only,
@@ -1200,6 +1201,51 @@ pub async fn claim_order_kept_by_status_writes_in_the_same_phase(
         .expect("status");
     let first = claim(&store, "w").await.expect("claim");
     assert_eq!(first.key(), "ns/a");
+}
+
+/// The marker a claim returns covers every write committed before the task could be claimed:
+/// an agent written before the task's creation is a change since a marker taken before it, and
+/// nothing of the kind written after the claim is.
+pub async fn claim_marker_covers_writes_before_the_claim(
+    store: DynStore,
+    _clock: Arc<ManualClock>,
+) {
+    let kinds = [Kind::Agent];
+    let before = store.change_marker(&kinds).await.expect("marker");
+    store.create(agent("ns", "a")).await.expect("agent");
+    store.create(task("ns", "t")).await.expect("task");
+    let (claimed, marker) = store
+        .claim_task_marked(&req("w"), &kinds)
+        .await
+        .expect("claim")
+        .expect("a claimable task");
+    assert_eq!(claimed.key(), "ns/t");
+    assert_eq!(claimed.status["claimedBy"], json!("w"));
+    match (before, marker) {
+        (Some(before), Some(marker)) => {
+            assert!(
+                !marker.unchanged_since(&before),
+                "the agent written before the task is before the claim's marker"
+            );
+            let after = store
+                .change_marker(&kinds)
+                .await
+                .expect("marker")
+                .expect("a store with markers");
+            assert!(after.unchanged_since(&marker), "no agent written since");
+        }
+        // A store that cannot tell changes apart.
+        (None, None) => {}
+        other => panic!("markers from the same store disagree: {other:?}"),
+    }
+    assert!(
+        store
+            .claim_task_marked(&req("w"), &kinds)
+            .await
+            .expect("claim")
+            .is_none(),
+        "nothing left to claim"
+    );
 }
 
 /// An expired lease is taken over: new holder, history entry, attempts unchanged; the old

@@ -421,6 +421,14 @@ impl Store for SealedStore {
         self.inner.claim_task(request).await
     }
 
+    async fn claim_task_marked(
+        &self,
+        request: &ClaimRequest,
+        kinds: &[Kind],
+    ) -> Result<Option<(Object, Option<ChangeMarker>)>> {
+        self.inner.claim_task_marked(request, kinds).await
+    }
+
     async fn renew_task_lease(
         &self,
         namespace: &str,

@@ -334,7 +334,22 @@ impl Worker {
             supported_models: self.config.supported_models.clone(),
             namespace: self.config.namespace.clone(),
         };
-        let Some(task) = self.store.claim_task(&request).await? else {
+        // With a configuration cache, the claim also reads the marker the task's resolution
+        // checks the cache with: one read fewer before its first step.
+        let task = match &self.read_cache {
+            Some(cache) => self
+                .store
+                .claim_task_marked(&request, cache.kinds())
+                .await?
+                .map(|(task, marker)| {
+                    if let Some(marker) = marker {
+                        cache.note_claim(&task.key(), marker);
+                    }
+                    task
+                }),
+            None => self.store.claim_task(&request).await?,
+        };
+        let Some(task) = task else {
             return Ok(None);
         };
         self.held()
@@ -513,7 +528,7 @@ impl Worker {
         let store: &dyn Store = match &self.read_cache {
             Some(cache) => {
                 // A failed refresh leaves the cache reading through to the store.
-                if let Err(e) = cache.refresh().await {
+                if let Err(e) = cache.refresh_for(&task.key()).await {
                     tracing::debug!(task = %task.key(), error = %e, "configuration cache refresh failed");
                 }
                 cache.as_ref()

@@ -356,6 +356,86 @@ impl PostgresStore {
         finish(tx, result).await
     }
 
+    /// Claims the oldest claimable task matching `request` (see [`Store::claim_task`]); with
+    /// `kinds`, also a [`ChangeMarker`] of them read by the statement that found the task.
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        kinds: Option<&[Kind]>,
+    ) -> Result<Option<(Object, Option<ChangeMarker>)>> {
+        self.timed("claim task", async {
+            let now = self.inner.clock.now();
+            let region = request.region.trim().to_lowercase();
+            let models: Vec<String> = request
+                .supported_models
+                .iter()
+                .map(|m| m.trim().to_lowercase())
+                .collect();
+            let worker = request.worker_id.to_lowercase();
+            let kind_names: Option<Vec<&str>> =
+                kinds.map(|kinds| kinds.iter().map(|k| k.as_str()).collect());
+            let mut skipped: Vec<String> = Vec::new();
+            let mut tx = self.begin().await?;
+            let result = async {
+                for _ in 0..MAX_CLAIM_CANDIDATES {
+                    // $1 to $7 as `sql::CLAIM` documents them.
+                    macro_rules! candidate {
+                        ($query:expr) => {
+                            $query
+                                .bind(now)
+                                .bind(request.namespace.as_deref())
+                                .bind(&region)
+                                .bind(request.gpu)
+                                .bind(&models)
+                                .bind(&worker)
+                                .bind(&skipped)
+                        };
+                    }
+                    let row: Option<(Json<Object>, Option<ChangeMarker>)> = match &kind_names {
+                        None => candidate!(sqlx::query_as::<_, (Json<Object>,)>(sql::CLAIM))
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(error::map)?
+                            .map(|(task,)| (task, None)),
+                        Some(names) => {
+                            candidate!(sqlx::query_as::<
+                                _,
+                                (Json<Object>, i64, Option<i64>, Option<i64>),
+                            >(sql::q(&sql::CLAIM_MARKED)))
+                            .bind(names)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(error::map)?
+                            .map(|(task, revision, oldest, latest)| {
+                                (task, Some(marker((revision, oldest, latest))))
+                            })
+                        }
+                    };
+                    let Some((Json(mut task), marker)) = row else {
+                        break;
+                    };
+                    // The SQL filter approximates the rules; the shared functions decide.
+                    if !task_queue::is_claimable(&task, now)
+                        || !task_queue::matches_worker(&task, request)
+                    {
+                        skipped.push(task.key());
+                        continue;
+                    }
+                    task_queue::apply_claim(&mut task, request, now);
+                    versioning::bump(&mut task);
+                    self.write(&mut tx, Write::Status, &task, now)
+                        .await
+                        .map_err(error::map)?;
+                    return Ok(Some((task, marker)));
+                }
+                Ok(None)
+            }
+            .await;
+            finish(tx, result).await
+        })
+        .await
+    }
+
     fn notifier(&self) -> &Notifier {
         self.inner.notifier.get_or_init(|| {
             let (latest_tx, latest) = watch::channel(0);
@@ -380,6 +460,17 @@ impl PostgresStore {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// A [`ChangeMarker`] from the columns `sql::CHANGE_MARKER` reads.
+fn marker((revision, oldest, latest): (i64, Option<i64>, Option<i64>)) -> ChangeMarker {
+    let revision = to_u64(revision);
+    ChangeMarker {
+        last_change: latest.map_or(0, to_u64),
+        revision,
+        // No retained event: every write up to `revision` was dropped.
+        oldest_retained: oldest.map_or(revision.saturating_add(1), to_u64),
+    }
 }
 
 /// The columns of a task row the store sets from the object ([`sql::TASK_COLUMNS`], bound in
@@ -800,19 +891,13 @@ impl Store for PostgresStore {
     async fn change_marker(&self, kinds: &[Kind]) -> Result<Option<ChangeMarker>> {
         self.timed("change marker", async {
             let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-            let (revision, oldest, latest): (i64, Option<i64>, Option<i64>) =
-                sqlx::query_as(sql::CHANGE_MARKER)
+            let columns: (i64, Option<i64>, Option<i64>) =
+                sqlx::query_as(sql::q(&sql::CHANGE_MARKER))
                     .bind(&kinds)
                     .fetch_one(&self.inner.pool)
                     .await
                     .map_err(error::map)?;
-            let revision = to_u64(revision);
-            Ok(Some(ChangeMarker {
-                last_change: latest.map_or(0, to_u64),
-                revision,
-                // No retained event: every write up to `revision` was dropped.
-                oldest_retained: oldest.map_or(revision.saturating_add(1), to_u64),
-            }))
+            Ok(Some(marker(columns)))
         })
         .await
     }
@@ -868,53 +953,15 @@ impl Store for PostgresStore {
     }
 
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {
-        self.timed("claim task", async {
-            let now = self.inner.clock.now();
-            let region = request.region.trim().to_lowercase();
-            let models: Vec<String> = request
-                .supported_models
-                .iter()
-                .map(|m| m.trim().to_lowercase())
-                .collect();
-            let worker = request.worker_id.to_lowercase();
-            let mut skipped: Vec<String> = Vec::new();
-            let mut tx = self.begin().await?;
-            let result = async {
-                for _ in 0..MAX_CLAIM_CANDIDATES {
-                    let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
-                        .bind(now)
-                        .bind(request.namespace.as_deref())
-                        .bind(&region)
-                        .bind(request.gpu)
-                        .bind(&models)
-                        .bind(&worker)
-                        .bind(&skipped)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(error::map)?;
-                    let Some((Json(mut task),)) = row else {
-                        break;
-                    };
-                    // The SQL filter approximates the rules; the shared functions decide.
-                    if !task_queue::is_claimable(&task, now)
-                        || !task_queue::matches_worker(&task, request)
-                    {
-                        skipped.push(task.key());
-                        continue;
-                    }
-                    task_queue::apply_claim(&mut task, request, now);
-                    versioning::bump(&mut task);
-                    self.write(&mut tx, Write::Status, &task, now)
-                        .await
-                        .map_err(error::map)?;
-                    return Ok(Some(task));
-                }
-                Ok(None)
-            }
-            .await;
-            finish(tx, result).await
-        })
-        .await
+        Ok(self.claim(request, None).await?.map(|(task, _)| task))
+    }
+
+    async fn claim_task_marked(
+        &self,
+        request: &ClaimRequest,
+        kinds: &[Kind],
+    ) -> Result<Option<(Object, Option<ChangeMarker>)>> {
+        self.claim(request, Some(kinds)).await
     }
 
     async fn renew_task_lease(

@@ -251,15 +251,33 @@ pub(crate) const EVENTS: &str = "SELECT h.current, h.oldest, e.revision, e.event
     ) e ON TRUE \
     ORDER BY e.revision";
 
-/// The current revision, the oldest retained event (NULL when none) and the latest retained
-/// event of the kinds in $1 (NULL when none), from one snapshot. Each kind's latest is one
-/// backward step on `idx_store_events_kind`.
-pub(crate) const CHANGE_MARKER: &str = "SELECT r.revision, \
-      (SELECT min(revision) FROM store_events), \
-      (SELECT max(m.latest) FROM unnest($1::text[]) AS k(kind) \
-         CROSS JOIN LATERAL (SELECT max(e.revision) AS latest FROM store_events e \
-                             WHERE e.kind = k.kind) m) \
-    FROM store_revision r";
+/// The columns of a [`ChangeMarker`](orloj_core::ChangeMarker): the current revision, the
+/// oldest retained event (NULL when none) and the latest retained event of the kinds in the
+/// text array parameter `kinds` (NULL when none). Each kind's latest is one backward step on
+/// `idx_store_events_kind`.
+fn marker_columns(kinds: &str) -> String {
+    format!(
+        "(SELECT revision FROM store_revision), \
+         (SELECT min(revision) FROM store_events), \
+         (SELECT max(m.latest) FROM unnest({kinds}::text[]) AS k(kind) \
+            CROSS JOIN LATERAL (SELECT max(e.revision) AS latest FROM store_events e \
+                                WHERE e.kind = k.kind) m)"
+    )
+}
+
+/// A [`ChangeMarker`](orloj_core::ChangeMarker) of the kinds in $1, from one snapshot.
+pub(crate) static CHANGE_MARKER: LazyLock<Arc<str>> =
+    LazyLock::new(|| Arc::from(format!("SELECT {}", marker_columns("$1"))));
+
+/// [`CLAIM`] with the [`CHANGE_MARKER`] columns of the kinds in $8, read in the statement that
+/// finds the task claimable.
+pub(crate) static CLAIM_MARKED: LazyLock<Arc<str>> = LazyLock::new(|| {
+    Arc::from(CLAIM.replacen(
+        "SELECT payload FROM tasks",
+        &format!("SELECT payload, {} FROM tasks", marker_columns("$8")),
+        1,
+    ))
+});
 
 /// Appends a log line: $1 task key, $2 entry, $3 now.
 pub(crate) const APPEND_LOG: &str =
