@@ -199,6 +199,17 @@ impl Store for TimingStore {
         self.timed("claim_task", self.inner.claim_task(request))
             .await
     }
+    async fn claim_task_marked(
+        &self,
+        request: &ClaimRequest,
+        kinds: &[Kind],
+    ) -> Result<Option<(Object, Option<ChangeMarker>)>> {
+        self.timed(
+            "claim_task_marked",
+            self.inner.claim_task_marked(request, kinds),
+        )
+        .await
+    }
     async fn renew_task_lease(
         &self,
         namespace: &str,
