@@ -125,6 +125,14 @@ impl ReadCache {
         self.kinds.contains(&kind)
     }
 
+    /// What the kept reads are valid at: the same number as long as nothing was dropped since,
+    /// `None` while the cache keeps nothing. What a caller derives from reads made through the
+    /// cache under one generation stays valid while the generation is the same.
+    pub fn generation(&self) -> Option<u64> {
+        let state = self.state();
+        state.marker.map(|_| state.generation)
+    }
+
     /// The kinds this cache keeps.
     pub fn kinds(&self) -> &[Kind] {
         &self.kinds
@@ -182,11 +190,11 @@ impl ReadCache {
 
     /// The generation to keep a read of `kind` under, when the cache keeps it.
     fn keeping(&self, kind: Kind) -> Option<u64> {
-        if !self.cached(kind) {
-            return None;
+        if self.cached(kind) {
+            self.generation()
+        } else {
+            None
         }
-        let state = self.state();
-        state.marker.map(|_| state.generation)
     }
 
     /// Keeps a read with `insert` unless the entries were dropped since it began (`generation`).

@@ -74,6 +74,8 @@ pub const MAX_MESSAGES: usize = 500;
 const LEASE_LOST: &str = "task lease lost to another worker";
 /// Compare-and-swap attempts for one status write.
 const CAS_ATTEMPTS: usize = 8;
+/// Plans a worker keeps at most (one per namespace, system and `max_turns` in use).
+const MAX_PLANS: usize = 256;
 /// Claims a worker runs at once while it has free slots.
 const CLAIMS_AT_ONCE: usize = 4;
 
@@ -136,7 +138,12 @@ pub struct Worker {
     read_cache: Option<Arc<ReadCache>>,
     /// When this worker last wrote its own record Ready (cleared when it writes NotReady).
     ready_at: Arc<Mutex<Option<DateTime<Utc>>>>,
+    /// Plans by namespace, system and `max_turns`, with the read-cache generation they were
+    /// made at ([`Worker::plan_for`]).
+    plans: Arc<Mutex<PlanCache>>,
 }
+
+type PlanCache = std::collections::HashMap<(String, String, i64), (u64, Arc<Plan>)>;
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,6 +183,7 @@ impl Worker {
             messages: None,
             read_cache: None,
             ready_at: Arc::new(Mutex::new(None)),
+            plans: Arc::default(),
         }
     }
 
@@ -535,9 +543,7 @@ impl Worker {
             }
             None => self.store.as_ref(),
         };
-        let plan = prepare(store, self.router.as_ref(), task, &spec)
-            .await
-            .map_err(plain)?;
+        let plan = self.plan_for(store, task, &spec).await.map_err(plain)?;
         let (policies, authorizer) = crate::governance::for_task(store, task, &plan)
             .await
             .map_err(plain)?;
@@ -556,6 +562,49 @@ impl Worker {
             authorizer,
             runner,
         })
+    }
+
+    /// The validated plan of `task`'s system. With a configuration cache, a plan is kept while
+    /// the cache keeps its reads (same generation): the tasks of a system share it instead of
+    /// each parsing its system, agents and models again. It depends on the task only through
+    /// its namespace, system and `max_turns`.
+    async fn plan_for(
+        &self,
+        store: &dyn Store,
+        task: &Object,
+        spec: &TaskSpec,
+    ) -> std::result::Result<Arc<Plan>, String> {
+        let Some(cache) = &self.read_cache else {
+            return prepare(store, self.router.as_ref(), task, spec)
+                .await
+                .map(Arc::new);
+        };
+        let key = (
+            task.namespace().to_string(),
+            spec.system.trim().to_string(),
+            spec.max_turns,
+        );
+        let generation = cache.generation();
+        if let Some(generation) = generation {
+            let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, plan)) = plans.get(&key)
+                && *at == generation
+            {
+                return Ok(plan.clone());
+            }
+        }
+        let plan = Arc::new(prepare(store, self.router.as_ref(), task, spec).await?);
+        // Kept only when no change dropped the cache's reads while it was being made.
+        if let Some(generation) = generation
+            && cache.generation() == Some(generation)
+        {
+            let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+            if plans.len() >= MAX_PLANS {
+                plans.clear();
+            }
+            plans.insert(key, (generation, plan.clone()));
+        }
+        Ok(plan)
     }
 
     /// Persists an approval request before the task says it waits for one.
@@ -1188,7 +1237,7 @@ impl Worker {
 /// What one run of a task needs, resolved once per claim.
 struct Prepared {
     spec: TaskSpec,
-    plan: Plan,
+    plan: Arc<Plan>,
     policies: PolicySet,
     authorizer: Arc<RoleAuthorizer>,
     runner: AgentRunner,
