@@ -196,7 +196,9 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Claims the oldest claimable task matching the request (spec §5.3): sets phase Running,
+    /// Claims the least recently written claimable task matching the request (spec §5.3; a
+    /// status write that keeps a task's phase, such as an agent step or a lease renewal, does
+    /// not count as a write here): sets phase Running,
     /// `claimedBy`/`assignedWorker`, `leaseUntil`, `lastHeartbeat`; a takeover of an expired
     /// lease appends a `takeover` history entry. Concurrent claimers never get the same task.
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>>;

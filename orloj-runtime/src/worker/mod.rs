@@ -1058,7 +1058,7 @@ impl Worker {
     /// Claims tasks and starts running them until no slot is free or nothing is claimable.
     /// Returns whether it stopped for want of a free slot (so a freed slot should claim again).
     async fn claim_available(&self, running: &mut JoinSet<()>) -> bool {
-        // The Worker record is read once per round, not once per claim.
+        // The Worker record is read (when at all) once per round, not once per claim.
         match self.may_claim().await {
             Ok(true) => {}
             Ok(false) => return self.current_tasks() >= self.capacity(),

@@ -39,10 +39,13 @@
 //!
 //! # Claims
 //!
-//! [`Store::claim_task`] selects the least recently written claimable task with
+//! [`Store::claim_task`] selects the least recently written claimable task (by `write_order`,
+//! which a status write that keeps the task's phase leaves as it is) with
 //! `FOR UPDATE SKIP LOCKED` (the worker's region/gpu/model/namespace hints are applied in SQL),
 //! re-checks it with [`task_queue::is_claimable`]/[`task_queue::matches_worker`], applies
 //! [`task_queue::apply_claim`] and writes it back in the same transaction.
+//! [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the statement that selects the
+//! task.
 
 pub mod auth;
 mod error;
