@@ -76,8 +76,9 @@ struct State {
     /// An object, or the store's NotFound for it.
     gets: HashMap<(Kind, String, String), Result<Object>>,
     lists: HashMap<(Kind, String), ObjectList>,
-    /// Markers read by the claims of tasks not resolved yet ([`ReadCache::note_claim`]).
-    claimed: HashMap<String, ChangeMarker>,
+    /// Markers read by the claims of tasks not resolved yet, with the resourceVersion the
+    /// claim wrote ([`ReadCache::note_claim`]).
+    claimed: HashMap<String, (String, ChangeMarker)>,
 }
 
 impl State {
@@ -146,25 +147,38 @@ impl ReadCache {
         self.apply(marker)
     }
 
-    /// Notes the marker of this cache's kinds that the claim of task `task_key` read
+    /// Notes the marker of this cache's kinds that the claim of `task` read
     /// ([`Store::claim_task_marked`]), for [`Self::refresh_for`] to use instead of reading one.
-    pub fn note_claim(&self, task_key: &str, marker: ChangeMarker) {
+    /// `task` is the task as the claim wrote it.
+    pub fn note_claim(&self, task: &Object, marker: ChangeMarker) {
         let mut state = self.state();
         if state.claimed.len() >= MAX_ENTRIES {
             // Claims whose tasks were never resolved: their resolution reads a marker.
             state.claimed.clear();
         }
-        state.claimed.insert(task_key.to_string(), marker);
+        state
+            .claimed
+            .insert(task.key(), (task.metadata.resource_version.clone(), marker));
     }
 
-    /// [`Self::refresh`] for resolving task `task_key`: with the marker its claim noted, the
-    /// following reads see every write committed before the task was claimed (so everything
-    /// written before it was created), without reading a marker; otherwise as `refresh`.
-    pub async fn refresh_for(&self, task_key: &str) -> Result<()> {
-        let noted = self.state().claimed.remove(task_key);
+    /// Forgets what [`Self::note_claim`] noted for the task `task_key`, if no resolution used
+    /// it.
+    pub fn forget_claim(&self, task_key: &str) {
+        self.state().claimed.remove(task_key);
+    }
+
+    /// [`Self::refresh`] for resolving `task`. When `task` is still the version its claim
+    /// wrote, the marker that claim read stands in for reading one: the following reads see
+    /// every write committed before the task was claimed (so everything written before it was
+    /// created). Any later version (a retry, a takeover, a resumed approval) reads a marker, as
+    /// `refresh` does. The noted marker is used once.
+    pub async fn refresh_for(&self, task: &Object) -> Result<()> {
+        let noted = self.state().claimed.remove(&task.key());
         match noted {
-            Some(marker) => self.apply(Ok(Some(marker))),
-            None => self.refresh().await,
+            Some((version, marker)) if version == task.metadata.resource_version => {
+                self.apply(Ok(Some(marker)))
+            }
+            _ => self.refresh().await,
         }
     }
 

@@ -190,31 +190,52 @@ async fn a_worker_resolving_through_the_cache_sees_each_change_before_the_next_t
     );
 }
 
-/// The marker a task's claim read stands in for one refresh, that task's: what was kept is
-/// dropped when the marker shows a change before the claim; the next refresh reads a marker.
+/// The marker a task's claim read stands in for one refresh, that task's as the claim wrote
+/// it: what was kept is dropped when the marker shows a change before the claim; any other
+/// version of the task, and the next refresh, read a marker.
 #[tokio::test]
 async fn a_claim_marker_stands_in_for_one_refresh_of_its_task() {
     let store = store();
     apply(&store, &agent("a", "  prompt: first")).await;
+    apply(&store, &task_manifest("t", "s", "")).await;
+    let claimed = task(&store, "t").await;
     let cache = ReadCache::for_resolution(store.clone());
     cache.refresh().await.expect("refresh");
     let read = cache.get(Kind::Agent, "default", "a").await.expect("get");
     assert_eq!(prompt_of(&read), "first");
+    let marker = || async {
+        store
+            .change_marker(cache.kinds())
+            .await
+            .expect("marker")
+            .expect("the memory store has markers")
+    };
 
     set_prompt(&store, "a", "second").await;
-    let at_claim = store
-        .change_marker(cache.kinds())
-        .await
-        .expect("marker")
-        .expect("the memory store has markers");
-    cache.note_claim("default/t", at_claim);
-    cache.refresh_for("default/t").await.expect("refresh");
+    cache.note_claim(&claimed, marker().await);
+    cache.refresh_for(&claimed).await.expect("refresh");
     let read = cache.get(Kind::Agent, "default", "a").await.expect("get");
     assert_eq!(prompt_of(&read), "second", "changed before the claim");
 
     // Used up: the task's next refresh reads a marker of its own.
     set_prompt(&store, "a", "third").await;
-    cache.refresh_for("default/t").await.expect("refresh");
+    cache.refresh_for(&claimed).await.expect("refresh");
     let read = cache.get(Kind::Agent, "default", "a").await.expect("get");
     assert_eq!(prompt_of(&read), "third");
+
+    // A later version of the task (a retry, a resumed approval) does not use an old claim's
+    // marker, even one noted and never used.
+    set_prompt(&store, "a", "fourth").await;
+    cache.refresh().await.expect("refresh");
+    assert_eq!(
+        prompt_of(&cache.get(Kind::Agent, "default", "a").await.expect("get")),
+        "fourth"
+    );
+    cache.note_claim(&claimed, marker().await);
+    set_prompt(&store, "a", "fifth").await;
+    let mut later = claimed.clone();
+    later.metadata.resource_version = "9".into();
+    cache.refresh_for(&later).await.expect("refresh");
+    let read = cache.get(Kind::Agent, "default", "a").await.expect("get");
+    assert_eq!(prompt_of(&read), "fifth");
 }

@@ -351,7 +351,7 @@ impl Worker {
                 .await?
                 .map(|(task, marker)| {
                     if let Some(marker) = marker {
-                        cache.note_claim(&task.key(), marker);
+                        cache.note_claim(&task, marker);
                     }
                     task
                 }),
@@ -440,8 +440,13 @@ impl Worker {
     /// lease meanwhile. Releases the slot when done.
     pub async fn execute(&self, task: Object) -> Result<TaskResult> {
         let key = (task.namespace().to_string(), task.name().to_string());
+        let task_key = task.key();
         let result = self.execute_inner(task).await;
         self.held().remove(&key);
+        // A claim whose run never resolved its configuration leaves nothing behind.
+        if let Some(cache) = &self.read_cache {
+            cache.forget_claim(&task_key);
+        }
         result
     }
 
@@ -536,7 +541,7 @@ impl Worker {
         let store: &dyn Store = match &self.read_cache {
             Some(cache) => {
                 // A failed refresh leaves the cache reading through to the store.
-                if let Err(e) = cache.refresh_for(&task.key()).await {
+                if let Err(e) = cache.refresh_for(task).await {
                     tracing::debug!(task = %task.key(), error = %e, "configuration cache refresh failed");
                 }
                 cache.as_ref()

@@ -61,6 +61,7 @@ use orloj_core::{
     Result, Store, WatchEvent, WatchEventType, scoped_key, task_queue,
 };
 use serde_json::{Value, json};
+use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use std::collections::VecDeque;
@@ -292,18 +293,42 @@ impl PostgresStore {
         now: DateTime<Utc>,
         expected_version: Option<&str>,
     ) -> std::result::Result<Option<u64>, sqlx::Error> {
+        Ok(self
+            .write_row(conn, op, object, now, expected_version, None)
+            .await?
+            .map(|(revision, _)| revision))
+    }
+
+    /// [`Self::write_if`]. With `marker_kinds` (a status write without an expected version),
+    /// the statement also reads a [`ChangeMarker`] of those kinds, in its own snapshot: one
+    /// taken after every lock the transaction holds, so everything committed before the row
+    /// was locked is before the marker.
+    async fn write_row(
+        &self,
+        conn: &mut PgConnection,
+        op: Write,
+        object: &Object,
+        now: DateTime<Utc>,
+        expected_version: Option<&str>,
+        marker_kinds: Option<&[&str]>,
+    ) -> std::result::Result<Option<(u64, Option<ChangeMarker>)>, sqlx::Error> {
         let statements = sql::for_kind(object.kind);
-        let statement = match (op, expected_version) {
-            (Write::Insert, _) => &statements.insert,
-            (Write::Update, None) => &statements.update,
-            (Write::Update, Some(_)) => &statements.update_if_version,
-            (Write::Status, None) => &statements.update_status,
-            (Write::Status, Some(_)) => &statements.update_status_if_version,
-            (Write::Delete, _) => &statements.delete,
+        let statement = match (op, expected_version, marker_kinds) {
+            (Write::Insert, _, _) => &statements.insert,
+            (Write::Update, None, _) => &statements.update,
+            (Write::Update, Some(_), _) => &statements.update_if_version,
+            (Write::Status, None, None) => &statements.update_status,
+            (Write::Status, None, Some(_)) => &statements.update_status_marked,
+            (Write::Status, Some(_), _) => &statements.update_status_if_version,
+            (Write::Delete, _, _) => &statements.delete,
         };
+        let marked = matches!(
+            (op, expected_version, marker_kinds),
+            (Write::Status, None, Some(_))
+        );
         let retention =
             i64::try_from(self.inner.options.event_retention.max(1)).unwrap_or(i64::MAX);
-        let mut query = sqlx::query_scalar::<_, i64>(sql::q(statement))
+        let mut query = sqlx::query(sql::q(statement))
             .bind(object.key())
             .bind(Json(object))
             .bind(now)
@@ -330,8 +355,19 @@ impl PostgresStore {
             let created = serde_json::to_value(object.metadata.created_at).unwrap_or(Value::Null);
             query = query.bind(version).bind(Json(created));
         }
-        let revision = query.fetch_optional(conn).await?;
-        Ok(revision.map(|r| u64::try_from(r).unwrap_or(0)))
+        if marked && let Some(kinds) = marker_kinds {
+            query = query.bind(kinds.to_vec());
+        }
+        let Some(row) = query.fetch_optional(conn).await? else {
+            return Ok(None);
+        };
+        let revision = to_u64(row.try_get(0)?);
+        let marker = if marked {
+            Some(marker((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))
+        } else {
+            None
+        };
+        Ok(Some((revision, marker)))
     }
 
     /// Locks an existing object, lets `change` turn it into what `op` writes (its next version,
@@ -381,40 +417,18 @@ impl PostgresStore {
             let mut tx = self.begin().await?;
             let result = async {
                 for _ in 0..MAX_CLAIM_CANDIDATES {
-                    // $1 to $7 as `sql::CLAIM` documents them.
-                    macro_rules! candidate {
-                        ($query:expr) => {
-                            $query
-                                .bind(now)
-                                .bind(request.namespace.as_deref())
-                                .bind(&region)
-                                .bind(request.gpu)
-                                .bind(&models)
-                                .bind(&worker)
-                                .bind(&skipped)
-                        };
-                    }
-                    let row: Option<(Json<Object>, Option<ChangeMarker>)> = match &kind_names {
-                        None => candidate!(sqlx::query_as::<_, (Json<Object>,)>(sql::CLAIM))
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(error::map)?
-                            .map(|(task,)| (task, None)),
-                        Some(names) => {
-                            candidate!(sqlx::query_as::<
-                                _,
-                                (Json<Object>, i64, Option<i64>, Option<i64>),
-                            >(sql::q(&sql::CLAIM_MARKED)))
-                            .bind(names)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(error::map)?
-                            .map(|(task, revision, oldest, latest)| {
-                                (task, Some(marker((revision, oldest, latest))))
-                            })
-                        }
-                    };
-                    let Some((Json(mut task), marker)) = row else {
+                    let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
+                        .bind(now)
+                        .bind(request.namespace.as_deref())
+                        .bind(&region)
+                        .bind(request.gpu)
+                        .bind(&models)
+                        .bind(&worker)
+                        .bind(&skipped)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(error::map)?;
+                    let Some((Json(mut task),)) = row else {
                         break;
                     };
                     // The SQL filter approximates the rules; the shared functions decide.
@@ -426,10 +440,22 @@ impl PostgresStore {
                     }
                     task_queue::apply_claim(&mut task, request, now);
                     versioning::bump(&mut task);
-                    self.write(&mut tx, Write::Status, &task, now)
+                    // The write's statement reads the marker: its snapshot is taken with the
+                    // row locked, after any update the lock waited for (the candidate read
+                    // can return a row version newer than its own snapshot).
+                    let written = self
+                        .write_row(
+                            &mut tx,
+                            Write::Status,
+                            &task,
+                            now,
+                            None,
+                            kind_names.as_deref(),
+                        )
                         .await
-                        .map_err(error::map)?;
-                    return Ok(Some((task, marker)));
+                        .map_err(error::map)?
+                        .ok_or_else(|| error::map(sqlx::Error::RowNotFound))?;
+                    return Ok(Some((task, written.1)));
                 }
                 Ok(None)
             }

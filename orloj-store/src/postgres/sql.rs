@@ -29,6 +29,10 @@ pub(crate) struct KindSql {
     pub update_status: Arc<str>,
     /// `update_if_version` of an object whose spec is unchanged.
     pub update_status_if_version: Arc<str>,
+    /// `update_status` that also returns the [`CHANGE_MARKER`] columns of the kinds in the
+    /// parameter after the task columns ($19 for tasks, $8 otherwise), read in the statement's
+    /// snapshot.
+    pub update_status_marked: Arc<str>,
     pub delete: Arc<str>,
 }
 
@@ -55,15 +59,16 @@ pub(crate) fn q(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
 
 /// The tail of every write statement, after the CTE `w` that writes the row (returning what the
 /// event carries as `payload`): bumps the store revision, records the event and prunes events
-/// older than the retention window ($7). Parameters shared by every write: $1 key, $2 payload,
-/// $3 now, $4 kind, $5 namespace, $6 name, $7 retention. Tasks add [`TASK_COLUMNS`] as $8 to
-/// $18 (not for a delete).
+/// older than the retention window ($7), then selects `returning` (the new revision, and
+/// whatever else the statement's snapshot should read). Parameters shared by every write: $1
+/// key, $2 payload, $3 now, $4 kind, $5 namespace, $6 name, $7 retention. Tasks add
+/// [`TASK_COLUMNS`] as $8 to $18 (not for a delete).
 ///
 /// The revision is taken last (migration 0007): the `store_revision` row lock orders all
 /// writers until they commit, and `rev` runs only once `w` has returned its row (its condition
 /// reads `w`), so writers queue on it for the event insert and the commit, not for the row
 /// write. No row written (a version guard that did not hold): no revision, no event.
-fn write_tail(event_type: &str, event_payload: &str) -> String {
+fn write_tail(event_type: &str, event_payload: &str, returning: &str) -> String {
     // The bound comes from `rev`, so the planner cannot know it when planning: a plain
     // `revision <= bound` is estimated to match a third of the table and, once the table is
     // large, planned as a sequential scan on every write (measured: 5-8 ms per write at 10,000
@@ -78,7 +83,7 @@ fn write_tail(event_type: &str, event_payload: &str) -> String {
              ORDER BY revision LIMIT 16)), \
          ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
                 SELECT rev.revision, $4, $5, $6, '{event_type}', {event_payload}, $3 FROM rev, w) \
-         SELECT revision FROM rev"
+         SELECT {returning} FROM rev"
     )
 }
 
@@ -89,7 +94,7 @@ fn write_tail(event_type: &str, event_payload: &str) -> String {
 fn write_statement(guard: &str, write: &str, event_type: &str) -> String {
     format!(
         "WITH {guard}w AS ({write}), {}",
-        write_tail(event_type, "w.payload")
+        write_tail(event_type, "w.payload", "revision")
     )
 }
 
@@ -195,6 +200,15 @@ fn build(kind: Kind) -> KindSql {
             &update_set(&status_set, &status_order, false),
             "updated",
         )),
+        update_status_marked: s(format!(
+            "WITH w AS ({}), {}",
+            update_set(&status_set, &status_order, false),
+            write_tail(
+                "updated",
+                "w.payload",
+                &format!("revision, {}", marker_columns(&format!("${first_guard}")))
+            )
+        )),
         update_status_if_version: s(write_statement(
             &version_guard,
             &update_set(&status_set, &status_order, true),
@@ -203,7 +217,7 @@ fn build(kind: Kind) -> KindSql {
         // The event carries the object as read under the row lock ($2).
         delete: s(format!(
             "WITH w AS (DELETE FROM {t} WHERE name = $1 RETURNING 1), {}",
-            write_tail("deleted", "$2")
+            write_tail("deleted", "$2", "revision")
         )),
     }
 }
@@ -268,16 +282,6 @@ fn marker_columns(kinds: &str) -> String {
 /// A [`ChangeMarker`](orloj_core::ChangeMarker) of the kinds in $1, from one snapshot.
 pub(crate) static CHANGE_MARKER: LazyLock<Arc<str>> =
     LazyLock::new(|| Arc::from(format!("SELECT {}", marker_columns("$1"))));
-
-/// [`CLAIM`] with the [`CHANGE_MARKER`] columns of the kinds in $8, read in the statement that
-/// finds the task claimable.
-pub(crate) static CLAIM_MARKED: LazyLock<Arc<str>> = LazyLock::new(|| {
-    Arc::from(CLAIM.replacen(
-        "SELECT payload FROM tasks",
-        &format!("SELECT payload, {} FROM tasks", marker_columns("$8")),
-        1,
-    ))
-});
 
 /// Appends a log line: $1 task key, $2 entry, $3 now.
 pub(crate) const APPEND_LOG: &str =
