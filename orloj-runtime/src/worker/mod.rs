@@ -492,26 +492,33 @@ impl Worker {
             return self.kickoff_held(task, None).await;
         }
         let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
-        let outcome = {
-            let work = self.run_graph(&task, &mut status);
-            let renew = self.renew_lease(&task);
-            tokio::pin!(work);
-            tokio::pin!(renew);
-            tokio::select! {
-                biased;
-                r = &mut work => r,
-                _ = &mut renew => unreachable!("lease renewal never completes"),
-            }
-        };
+        // The renewals run beside the work and stop between two renewals, never inside one: a
+        // store call dropped half way can leave its transaction's locks to a rollback that
+        // runs later.
+        let stop = CancellationToken::new();
+        let renewals = tokio::spawn({
+            let (worker, task, stop) = (self.clone(), task.clone(), stop.clone());
+            async move { worker.renew_lease(&task, stop).await }
+        });
+        let outcome = self.run_graph(&task, &mut status).await;
+        stop.cancel();
+        if let Err(e) = renewals.await {
+            tracing::warn!(task = %task.key(), error = %e, "lease renewals ended abnormally");
+        }
         self.finalize(&task, status, outcome, None).await
     }
 
-    /// Renews the lease every heartbeat interval; stops renewing (and pends) on failure.
-    async fn renew_lease(&self, task: &Object) {
+    /// Renews the lease every heartbeat interval until `stop` (checked between renewals) or a
+    /// renewal fails.
+    async fn renew_lease(&self, task: &Object, stop: CancellationToken) {
         let every = self.config.heartbeat_interval.max(Duration::from_millis(1));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             if let Err(e) = self
                 .store
                 .renew_task_lease(
@@ -523,10 +530,9 @@ impl Worker {
                 .await
             {
                 tracing::warn!(task = %task.key(), error = %e, "lease renewal failed; renewal stopped");
-                break;
+                return;
             }
         }
-        std::future::pending::<()>().await;
     }
 
     /// Resolves everything a run of `task` needs: spec, validated plan, matched policies and
