@@ -585,17 +585,13 @@ impl Worker {
         task: &Object,
         spec: &TaskSpec,
     ) -> std::result::Result<Arc<Plan>, String> {
-        let Some(cache) = &self.read_cache else {
-            return prepare(store, self.router.as_ref(), task, spec)
-                .await
-                .map(Arc::new);
-        };
+        let cache = self.read_cache.as_deref();
+        let generation = cache.and_then(ReadCache::generation);
         let key = (
             task.namespace().to_string(),
             spec.system.trim().to_string(),
             spec.max_turns,
         );
-        let generation = cache.generation();
         if let Some(generation) = generation {
             let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((at, plan)) = plans.get(&key)
@@ -606,7 +602,7 @@ impl Worker {
         }
         let plan = Arc::new(prepare(store, self.router.as_ref(), task, spec).await?);
         // Kept only when no change dropped the cache's reads while it was being made.
-        if let Some(generation) = generation
+        if let (Some(generation), Some(cache)) = (generation, cache)
             && cache.generation() == Some(generation)
         {
             let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());

@@ -22,9 +22,9 @@
 //! by an ordered index scan). The `store_revision` row lock serializes writers until commit, so
 //! revisions commit in order; it is taken after the row is written, so writers wait on each
 //! other only for the event and the commit (migration 0007). Rows carry a `write_order` from a
-//! sequence instead of the revision: the claim order. Time comes from the injected [`Clock`]. A status write that names
-//! the version it starts from ([`Store::update_status_of`]) needs no transaction: one statement
-//! locks the row only while it still has that version.
+//! sequence instead of the revision: the claim order. Time comes from the injected [`Clock`].
+//! A status write that names the version it starts from ([`Store::update_status_of`]) needs no
+//! transaction: one statement locks the row only while it still has that version.
 //!
 //! [`Store::change_marker`] reads the latest retained event of the kinds asked about, the
 //! current revision and the oldest retained one in one statement.
@@ -44,8 +44,8 @@
 //! `FOR UPDATE SKIP LOCKED` (the worker's region/gpu/model/namespace hints are applied in SQL),
 //! re-checks it with [`task_queue::is_claimable`]/[`task_queue::matches_worker`], applies
 //! [`task_queue::apply_claim`] and writes it back in the same transaction.
-//! [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the statement that selects the
-//! task.
+//! [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the claim's write statement,
+//! whose snapshot is taken with the task's row locked.
 
 pub mod auth;
 mod error;
@@ -313,19 +313,17 @@ impl PostgresStore {
         marker_kinds: Option<&[&str]>,
     ) -> std::result::Result<Option<(u64, Option<ChangeMarker>)>, sqlx::Error> {
         let statements = sql::for_kind(object.kind);
-        let statement = match (op, expected_version, marker_kinds) {
-            (Write::Insert, _, _) => &statements.insert,
-            (Write::Update, None, _) => &statements.update,
-            (Write::Update, Some(_), _) => &statements.update_if_version,
-            (Write::Status, None, None) => &statements.update_status,
-            (Write::Status, None, Some(_)) => &statements.update_status_marked,
-            (Write::Status, Some(_), _) => &statements.update_status_if_version,
-            (Write::Delete, _, _) => &statements.delete,
+        let marker_kinds =
+            marker_kinds.filter(|_| matches!((op, expected_version), (Write::Status, None)));
+        let statement = match (op, expected_version) {
+            (Write::Insert, _) => &statements.insert,
+            (Write::Update, None) => &statements.update,
+            (Write::Update, Some(_)) => &statements.update_if_version,
+            (Write::Status, None) if marker_kinds.is_some() => &statements.update_status_marked,
+            (Write::Status, None) => &statements.update_status,
+            (Write::Status, Some(_)) => &statements.update_status_if_version,
+            (Write::Delete, _) => &statements.delete,
         };
-        let marked = matches!(
-            (op, expected_version, marker_kinds),
-            (Write::Status, None, Some(_))
-        );
         let retention =
             i64::try_from(self.inner.options.event_retention.max(1)).unwrap_or(i64::MAX);
         let mut query = sqlx::query(sql::q(statement))
@@ -355,17 +353,16 @@ impl PostgresStore {
             let created = serde_json::to_value(object.metadata.created_at).unwrap_or(Value::Null);
             query = query.bind(version).bind(Json(created));
         }
-        if marked && let Some(kinds) = marker_kinds {
+        if let Some(kinds) = marker_kinds {
             query = query.bind(kinds.to_vec());
         }
         let Some(row) = query.fetch_optional(conn).await? else {
             return Ok(None);
         };
         let revision = to_u64(row.try_get(0)?);
-        let marker = if marked {
-            Some(marker((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)))
-        } else {
-            None
+        let marker = match marker_kinds {
+            Some(_) => Some(marker((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))),
+            None => None,
         };
         Ok(Some((revision, marker)))
     }
@@ -396,7 +393,7 @@ impl PostgresStore {
     }
 
     /// Claims the oldest claimable task matching `request` (see [`Store::claim_task`]); with
-    /// `kinds`, also a [`ChangeMarker`] of them read by the statement that found the task.
+    /// `kinds`, also a [`ChangeMarker`] of them, read by the claim's write statement.
     async fn claim(
         &self,
         request: &ClaimRequest,
