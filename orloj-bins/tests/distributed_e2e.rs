@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    Orlojd, Orlojworker, OwnNats, apply_yaml, fresh_database, get_task, mock_endpoint_yaml,
-    nats_url, ok, upstream_dir,
+    Orlojd, Orlojworker, OwnNats, PgProxy, apply_yaml, fresh_database, get_task,
+    mock_endpoint_yaml, nats_url, ok, upstream_dir,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -606,5 +606,64 @@ fn workers_ride_out_a_nats_outage_without_repeating_a_step() {
         by_step.values().all(|n| *n == 1),
         "a step ran twice across the outage: {:?}",
         by_step.values().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn workers_ride_out_a_postgres_outage_without_repeating_a_step() {
+    let Some(dsn) = fresh_database() else {
+        return;
+    };
+    let Some(nats) = nats_url() else {
+        return;
+    };
+    // Everyone reaches Postgres through the proxy, so cutting it takes Postgres away from
+    // orlojd and the worker alike while the server itself, shared with other tests, runs on.
+    let (postgres, proxied) = PgProxy::start(&dsn);
+    let cluster = cluster_on(&proxied, &nats, 1);
+    let model = FakeModel::start(Duration::from_millis(300));
+    let tasks = 4;
+    apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while model
+        .calls()
+        .iter()
+        .filter(|c| c.finished.is_some())
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no step completed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    postgres.cut();
+    // Longer than the workers' 5 s lease: it runs out while nobody can renew or write it.
+    std::thread::sleep(Duration::from_secs(8));
+    postgres.restore();
+
+    let resumed_by = Instant::now() + Duration::from_secs(90);
+    for i in 0..tasks {
+        let left = resumed_by.saturating_duration_since(Instant::now());
+        let t = wait_terminal_within(&cluster, "default", &format!("chain-{i}"), left);
+        assert_eq!(
+            t["status"]["phase"], "Succeeded",
+            "chain-{i}: {:#}",
+            t["status"]
+        );
+        assert_eq!(
+            t["status"]["output"]["execution_order"], "plan -> research -> write",
+            "chain-{i}"
+        );
+    }
+    let mut by_step: BTreeMap<String, usize> = BTreeMap::new();
+    for c in model.calls() {
+        *by_step.entry(c.key).or_default() += 1;
+    }
+    assert_eq!(by_step.len(), tasks * 3);
+    assert!(
+        by_step.values().all(|n| *n == 1),
+        "a step ran twice across the outage: {:?}\n{}",
+        by_step.values().collect::<Vec<_>>(),
+        cluster.workers[0].log()
     );
 }

@@ -384,3 +384,220 @@ async fn never_more_tasks_than_slots(store: Arc<dyn Store>) {
     assert_eq!(done, names.len(), "every task ran");
     assert_eq!(most, 2, "two slots: two tasks at once, never more");
 }
+
+/// A store that is away (every call fails `Unavailable`, as when the database is down) while
+/// `down` is set, and otherwise the memory store behind it. Counts the calls it failed.
+struct Outage {
+    inner: Arc<dyn Store>,
+    down: std::sync::atomic::AtomicBool,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl Outage {
+    fn reachable(&self) -> orloj_core::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(orloj_core::Error::unavailable("connection refused"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Outage {
+    async fn ping(&self) -> orloj_core::Result<()> {
+        self.reachable()?;
+        self.inner.ping().await
+    }
+    async fn get(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+    ) -> orloj_core::Result<orloj_core::Object> {
+        self.reachable()?;
+        self.inner.get(kind, ns, name).await
+    }
+    async fn list(
+        &self,
+        kind: Kind,
+        options: &orloj_core::ListOptions,
+    ) -> orloj_core::Result<orloj_core::ObjectList> {
+        self.reachable()?;
+        self.inner.list(kind, options).await
+    }
+    async fn create(&self, object: orloj_core::Object) -> orloj_core::Result<orloj_core::Object> {
+        self.reachable()?;
+        self.inner.create(object).await
+    }
+    async fn update(&self, object: orloj_core::Object) -> orloj_core::Result<orloj_core::Object> {
+        self.reachable()?;
+        self.inner.update(object).await
+    }
+    async fn upsert(
+        &self,
+        object: orloj_core::Object,
+    ) -> orloj_core::Result<(orloj_core::Object, bool)> {
+        self.reachable()?;
+        self.inner.upsert(object).await
+    }
+    async fn update_status(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        expected: Option<&str>,
+        status: serde_json::Value,
+    ) -> orloj_core::Result<orloj_core::Object> {
+        self.reachable()?;
+        self.inner
+            .update_status(kind, ns, name, expected, status)
+            .await
+    }
+    async fn delete(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        expected: Option<&str>,
+    ) -> orloj_core::Result<orloj_core::Object> {
+        self.reachable()?;
+        self.inner.delete(kind, ns, name, expected).await
+    }
+    async fn current_revision(&self) -> orloj_core::Result<u64> {
+        self.reachable()?;
+        self.inner.current_revision().await
+    }
+    async fn watch(
+        &self,
+        kind: Option<Kind>,
+        after: Option<u64>,
+    ) -> orloj_core::Result<
+        futures::stream::BoxStream<'static, orloj_core::Result<orloj_core::WatchEvent>>,
+    > {
+        self.reachable()?;
+        self.inner.watch(kind, after).await
+    }
+    async fn claim_task(
+        &self,
+        request: &orloj_core::ClaimRequest,
+    ) -> orloj_core::Result<Option<orloj_core::Object>> {
+        self.reachable()?;
+        self.inner.claim_task(request).await
+    }
+    async fn renew_task_lease(
+        &self,
+        ns: &str,
+        name: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> orloj_core::Result<orloj_core::Object> {
+        self.reachable()?;
+        self.inner.renew_task_lease(ns, name, worker, lease).await
+    }
+    async fn release_task(
+        &self,
+        ns: &str,
+        name: &str,
+        worker: &str,
+    ) -> orloj_core::Result<orloj_core::Object> {
+        self.reachable()?;
+        self.inner.release_task(ns, name, worker).await
+    }
+    async fn append_task_log(&self, ns: &str, name: &str, entry: &str) -> orloj_core::Result<()> {
+        self.reachable()?;
+        self.inner.append_task_log(ns, name, entry).await
+    }
+    async fn task_logs(
+        &self,
+        ns: &str,
+        name: &str,
+        limit: usize,
+    ) -> orloj_core::Result<Vec<String>> {
+        self.reachable()?;
+        self.inner.task_logs(ns, name, limit).await
+    }
+}
+
+/// While the store is away the worker waits longer and longer between claim rounds instead of
+/// asking on every poll, and it claims again once the store answers.
+#[tokio::test]
+async fn failed_claims_back_off_and_resume_when_the_store_answers() {
+    let inner = store();
+    setup(&inner, &["after-outage"]).await;
+    let flaky = Arc::new(Outage {
+        inner: inner.clone(),
+        down: true.into(),
+        failed: 0.into(),
+    });
+    let store: Arc<dyn Store> = flaky.clone();
+    // Heartbeats and approval sweeps far apart: the calls counted are the claim rounds'.
+    let config = WorkerConfig {
+        heartbeat_interval: Duration::from_secs(3600),
+        ..fast("w-backoff")
+    };
+    let w = worker(&store, Arc::new(MockModel::default()), config);
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    // 150 polls of 10 ms: without a wait between failed rounds, about one claim per poll.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let while_down = flaky.failed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=20).contains(&while_down),
+        "{while_down} store calls in 1.5 s of an outage"
+    );
+    assert_eq!(
+        inner
+            .get(Kind::Task, "default", "after-outage")
+            .await
+            .expect("the task")
+            .phase(),
+        "Pending"
+    );
+    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_phase(&inner, Kind::Task, "after-outage", "Succeeded").await;
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+}
+
+/// A sequential run whose store goes away while its model call is in flight: the lease cannot
+/// be renewed and the result cannot be written until the store is back. The worker keeps the
+/// result and writes it then; it does not give the run up and do the model call again.
+#[tokio::test]
+async fn a_sequential_run_keeps_its_result_through_a_store_outage() {
+    let inner = store();
+    setup(&inner, &["through-outage"]).await;
+    let outage = Arc::new(Outage {
+        inner: inner.clone(),
+        down: false.into(),
+        failed: 0.into(),
+    });
+    let store: Arc<dyn Store> = outage.clone();
+    let model = Arc::new(MockModel {
+        delay: Duration::from_millis(200),
+        ..Default::default()
+    });
+    let w = worker(&store, model.clone(), fast("w-outage"));
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    wait_for("the model call", || {
+        let model = model.clone();
+        async move { !model.requests.lock().expect("lock").is_empty() }
+    })
+    .await;
+    outage.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Longer than the 300 ms lease and the rest of the model call.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    outage
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_phase(&inner, Kind::Task, "through-outage", "Succeeded").await;
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+    assert_eq!(
+        model.requests.lock().expect("lock").len(),
+        1,
+        "the model call ran again after the outage"
+    );
+}

@@ -482,3 +482,114 @@ pub fn mock_endpoint_yaml(namespace: &str) -> String {
         "---\napiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata:\n  name: openai-default\n  namespace: {namespace}\nspec:\n  provider: mock\n  default_model: gpt-4o\n"
     )
 }
+
+/// A TCP proxy in front of the test Postgres that can take it away and bring it back, for
+/// outage tests that must not stop the server other tests share. [`PgProxy::cut`] resets every
+/// open connection (their transactions roll back, as when the server goes down) and refuses
+/// new ones until [`PgProxy::restore`].
+pub struct PgProxy {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    shared: std::sync::Arc<ProxyShared>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    up: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl ProxyShared {
+    fn reset_open(&self) {
+        let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()));
+        for stream in open {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl PgProxy {
+    /// Starts a proxy to the server of `dsn` and returns it with `dsn` rewritten to go
+    /// through it.
+    pub fn start(dsn: &str) -> (PgProxy, String) {
+        let (scheme_user, rest) = dsn.split_once('@').expect("DSN has user@host");
+        let (host_port, database) = rest.split_once('/').expect("DSN has a database");
+        let upstream = host_port.to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
+        let port = listener.local_addr().expect("proxy address").port();
+        let shared = std::sync::Arc::new(ProxyShared::default());
+        shared.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let accepting = shared.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accepting.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if !accepting.up.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let pipes = (
+                    client.try_clone(),
+                    server.try_clone(),
+                    client.try_clone(),
+                    server.try_clone(),
+                );
+                let (Ok(c_read), Ok(s_write), Ok(c_keep), Ok(s_keep)) = pipes else {
+                    continue;
+                };
+                {
+                    let mut open = accepting.open.lock().unwrap_or_else(|e| e.into_inner());
+                    open.push(c_keep);
+                    open.push(s_keep);
+                }
+                std::thread::spawn(move || pipe(c_read, s_write));
+                std::thread::spawn(move || pipe(server, client));
+            }
+        });
+        (
+            PgProxy { port, shared },
+            format!("{scheme_user}@127.0.0.1:{port}/{database}"),
+        )
+    }
+
+    /// Takes Postgres away: open connections are reset, new ones refused.
+    pub fn cut(&self) {
+        self.shared
+            .up
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.shared.reset_open();
+    }
+
+    /// Brings Postgres back.
+    pub fn restore(&self) {
+        self.shared
+            .up
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.reset_open();
+        // Wakes the accept loop so it sees `stop`.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies one direction of a proxied connection until either side closes.
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}

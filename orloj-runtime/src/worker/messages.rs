@@ -1154,26 +1154,25 @@ impl Worker {
     }
 
     /// Writes a step's progress; `None` when this worker no longer holds the task. Returns the
-    /// task as written and its status (so the next step need not parse it again).
+    /// task as written and its status (so the next step need not parse it again). While the
+    /// store is unavailable the step waits here with its result, so it is not run again.
     async fn persist_step(
         &self,
         md: &MessageRuntime,
         task: &Object,
         ours: &mut TaskStatus,
     ) -> Result<Option<Written>> {
-        let mut delay = Duration::from_millis(50);
-        let deadline = tokio::time::Instant::now() + self.config.lease_duration / 2;
-        loop {
-            // Each step write also extends the lease, so a busy task needs no renewals.
+        let mut unavailable = super::UnavailableWait::default();
+        let written = loop {
+            // Each step write also extends the lease (from when it is written), so a busy task
+            // needs no renewals.
             let now = self.clock.now();
-            let lease_until = format_time(
+            ours.lease_until = format_time(
                 now + chrono::Duration::from_std(self.config.lease_duration).unwrap_or_default(),
             );
-            let now_s = format_time(now);
+            ours.last_heartbeat = format_time(now);
             // `ours` is `task`'s status plus this step's engine progress (trace, messages, joins,
             // output): with the new lease it is the whole next status.
-            ours.lease_until = lease_until;
-            ours.last_heartbeat = now_s;
             let written = self
                 .write_status_latest(task, ours, |s, next| {
                     merge_progress(s, next);
@@ -1183,23 +1182,14 @@ impl Worker {
                 })
                 .await;
             match written {
-                Ok(w) => {
-                    if let Some((w, _)) = &w {
-                        md.own(w);
-                    }
-                    return Ok(w);
-                }
-                Err(e)
-                    if e.kind() == ErrorKind::Unavailable
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::warn!(task = %task.key(), error = %e, "store unavailable; retrying the step write");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e),
+                Err(e) => unavailable.wait_or_fail(e, task, "the step").await?,
+                Ok(w) => break w,
             }
+        };
+        if let Some((w, _)) = &written {
+            md.own(w);
         }
+        Ok(written)
     }
 
     /// Renews the leases of the message-driven tasks this worker holds once half of a lease has

@@ -78,6 +78,11 @@ const CAS_ATTEMPTS: usize = 8;
 const MAX_PLANS: usize = 256;
 /// Claims a worker runs at once while it has free slots.
 const CLAIMS_AT_ONCE: usize = 4;
+/// The first wait before a store write is tried again while the store is unavailable.
+const UNAVAILABLE_FIRST_WAIT: Duration = Duration::from_millis(50);
+/// The longest wait between tries of a write while the store is unavailable, and between claim
+/// attempts while claims fail.
+const UNAVAILABLE_MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// Worker settings (flags of `orlojworker` / the embedded worker of `orlojd`).
 #[derive(Debug, Clone)]
@@ -141,6 +146,8 @@ pub struct Worker {
     /// Plans by namespace, system and `max_turns`, with the read-cache generation they were
     /// made at ([`Worker::plan_for`]).
     plans: Arc<Mutex<PlanCache>>,
+    /// After a failed claim: no claim before this instant, and the wait after the next failure.
+    claim_backoff: Arc<Mutex<Option<(tokio::time::Instant, Duration)>>>,
 }
 
 type PlanCache = std::collections::HashMap<(String, String, i64), (u64, Arc<Plan>)>;
@@ -184,6 +191,7 @@ impl Worker {
             read_cache: None,
             ready_at: Arc::new(Mutex::new(None)),
             plans: Arc::default(),
+            claim_backoff: Arc::default(),
         }
     }
 
@@ -529,6 +537,12 @@ impl Worker {
                 )
                 .await
             {
+                // A store that is away may come back before the lease runs out; anything else
+                // (the lease taken over, the task gone) ends the renewals.
+                if e.kind() == ErrorKind::Unavailable {
+                    tracing::warn!(task = %task.key(), error = %e, "lease renewal failed; renewing again at the next interval");
+                    continue;
+                }
                 tracing::warn!(task = %task.key(), error = %e, "lease renewal failed; renewal stopped");
                 return;
             }
@@ -930,24 +944,39 @@ impl Worker {
             }
         };
         // Message-driven callers pass the task as they last wrote it; sequential runs renew
-        // the lease meanwhile, so their copy is stale.
-        let written = if self.config.execution_mode == ExecutionMode::MessageDriven {
+        // the lease meanwhile, so their copy is stale. The run's work is done: while the store
+        // is away the result waits here, or whoever ran the task next would do it again.
+        let message_driven = self.config.execution_mode == ExecutionMode::MessageDriven;
+        let mut ours = ours;
+        if message_driven {
             // Their `ours` is that task's status plus the run's progress: start from it.
-            let mut next = ours;
-            transition(&mut next);
-            self.write_status_latest(task, &mut next, |s, next| {
-                merge_progress(s, next);
-                transition(s);
-            })
-            .await?
-            .map(|(o, _)| o)
-        } else {
-            self.write_status(task, |s| {
-                merge_progress(s, &ours);
-                transition(s);
-            })
-            .await?
-            .map(Arc::new)
+            transition(&mut ours);
+        }
+        let mut unavailable = UnavailableWait::default();
+        let written = loop {
+            let tried = if message_driven {
+                self.write_status_latest(task, &mut ours, |s, ours| {
+                    merge_progress(s, ours);
+                    transition(s);
+                })
+                .await
+                .map(|w| w.map(|(o, _)| o))
+            } else {
+                self.write_status(task, |s| {
+                    merge_progress(s, &ours);
+                    transition(s);
+                })
+                .await
+                .map(|w| w.map(Arc::new))
+            };
+            match tried {
+                Err(e) => {
+                    unavailable
+                        .wait_or_fail(e, task, "the task's result")
+                        .await?
+                }
+                Ok(w) => break w,
+            }
         };
         match written {
             Some(written) => {
@@ -1065,12 +1094,20 @@ impl Worker {
     /// Claims tasks and starts running them until no slot is free or nothing is claimable.
     /// Returns whether it stopped for want of a free slot (so a freed slot should claim again).
     async fn claim_available(&self, running: &mut JoinSet<()>) -> bool {
+        if self
+            .claim_backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|(until, _)| tokio::time::Instant::now() < until)
+        {
+            return false;
+        }
         // The Worker record is read (when at all) once per round, not once per claim.
         match self.may_claim().await {
             Ok(true) => {}
             Ok(false) => return self.current_tasks() >= self.capacity(),
             Err(e) => {
-                tracing::warn!(worker = %self.config.worker_id, error = %e, "claim failed");
+                self.claim_failed(&e);
                 return false;
             }
         }
@@ -1081,6 +1118,7 @@ impl Worker {
         let mut claims = futures::stream::FuturesUnordered::new();
         let mut claimed = 0;
         let mut exhausted = false;
+        let mut failed = false;
         loop {
             while !exhausted
                 && claims.len() < claimed.clamp(1, CLAIMS_AT_ONCE)
@@ -1089,6 +1127,9 @@ impl Worker {
                 claims.push(self.claim_one());
             }
             let Some(next) = claims.next().await else {
+                if !failed {
+                    *self.claim_backoff.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
                 return self.current_tasks() >= self.capacity();
             };
             match next {
@@ -1104,11 +1145,25 @@ impl Worker {
                 }
                 Ok(None) => exhausted = true,
                 Err(e) => {
-                    tracing::warn!(worker = %self.config.worker_id, error = %e, "claim failed");
+                    if !failed {
+                        self.claim_failed(&e);
+                    }
+                    failed = true;
                     exhausted = true;
                 }
             }
         }
+    }
+
+    /// Claims wait after a failure, longer after each one (up to [`UNAVAILABLE_MAX_WAIT`]): a
+    /// store that is away is not asked on every poll and claim signal.
+    fn claim_failed(&self, error: &Error) {
+        let mut backoff = self.claim_backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let wait = backoff.map_or(UNAVAILABLE_FIRST_WAIT * 2, |(_, last)| {
+            (last * 2).min(UNAVAILABLE_MAX_WAIT)
+        });
+        *backoff = Some((tokio::time::Instant::now() + wait, wait));
+        tracing::warn!(worker = %self.config.worker_id, error = %error, wait = %humanize(wait), "claim failed; claiming again after a wait");
     }
 
     /// Runs until `cancel` fires: heartbeats, claims up to capacity and runs tasks concurrently.
@@ -1238,6 +1293,37 @@ impl Worker {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+/// Waits between tries of a store write while the store is unavailable (doubling from
+/// [`UNAVAILABLE_FIRST_WAIT`] up to [`UNAVAILABLE_MAX_WAIT`]). For writes that record work
+/// already done (model and tool calls), which whoever ran the task next would otherwise do
+/// again. Trying again is safe: status writes are version-guarded, so once another worker has
+/// taken the task over the write conflicts instead. Shutdown ends the wait by aborting the run
+/// after the drain time.
+#[derive(Default)]
+struct UnavailableWait {
+    failures: u32,
+}
+
+impl UnavailableWait {
+    /// After a failed try: waits and returns `Ok` to try again when the store was unavailable;
+    /// any other error is returned.
+    async fn wait_or_fail(&mut self, error: Error, task: &Object, what: &str) -> Result<()> {
+        if error.kind() != ErrorKind::Unavailable {
+            return Err(error);
+        }
+        self.failures += 1;
+        // The first failure and then every doubling: an outage is not a log flood.
+        if self.failures.is_power_of_two() {
+            tracing::warn!(task = %task.key(), error = %error, failures = self.failures, "store unavailable; writing {what} again after a wait");
+        }
+        let wait = UNAVAILABLE_FIRST_WAIT
+            .saturating_mul(1 << (self.failures - 1).min(16))
+            .min(UNAVAILABLE_MAX_WAIT);
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 }
 
