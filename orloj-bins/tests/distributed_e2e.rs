@@ -564,17 +564,7 @@ fn workers_ride_out_a_nats_outage_without_repeating_a_step() {
     apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
 
     // Take NATS away once steps are completing, bring it back on the same port and storage.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while model
-        .calls()
-        .iter()
-        .filter(|c| c.finished.is_some())
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "no step completed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_finished_steps(&model, 2);
     nats.kill();
     // Longer than a publish waits for its acknowledgement (5 s), so publishes fail meanwhile.
     std::thread::sleep(Duration::from_secs(8));
@@ -582,31 +572,7 @@ fn workers_ride_out_a_nats_outage_without_repeating_a_step() {
 
     // Not a speed check: the workers must resume by themselves once NATS is back, not by
     // waiting out JetStream's 2-minute redelivery of the deliveries they could not settle.
-    let resumed_by = Instant::now() + Duration::from_secs(60);
-    for i in 0..tasks {
-        let left = resumed_by.saturating_duration_since(Instant::now());
-        let t = wait_terminal_within(&cluster, "default", &format!("chain-{i}"), left);
-        assert_eq!(
-            t["status"]["phase"], "Succeeded",
-            "chain-{i}: {:#}",
-            t["status"]
-        );
-        assert_eq!(
-            t["status"]["output"]["execution_order"], "plan -> research -> write",
-            "chain-{i}"
-        );
-    }
-    // Nobody died: every step's model call happened exactly once.
-    let mut by_step: BTreeMap<String, usize> = BTreeMap::new();
-    for c in model.calls() {
-        *by_step.entry(c.key).or_default() += 1;
-    }
-    assert_eq!(by_step.len(), tasks * 3);
-    assert!(
-        by_step.values().all(|n| *n == 1),
-        "a step ran twice across the outage: {:?}",
-        by_step.values().collect::<Vec<_>>()
-    );
+    chains_succeed_with_each_step_once(&cluster, &model, tasks, Duration::from_secs(60));
 }
 
 #[test]
@@ -625,26 +591,43 @@ fn workers_ride_out_a_postgres_outage_without_repeating_a_step() {
     let tasks = 4;
     apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
 
+    wait_for_finished_steps(&model, 2);
+    postgres.cut();
+    // Longer than the workers' 5 s lease: it runs out while nobody can renew or write it. The
+    // steps in flight finish their model calls meanwhile and must keep their results.
+    std::thread::sleep(Duration::from_secs(8));
+    postgres.restore();
+
+    chains_succeed_with_each_step_once(&cluster, &model, tasks, Duration::from_secs(90));
+}
+
+/// Waits until `n` model calls have finished.
+fn wait_for_finished_steps(model: &FakeModel, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while model
         .calls()
         .iter()
         .filter(|c| c.finished.is_some())
         .count()
-        < 2
+        < n
     {
-        assert!(Instant::now() < deadline, "no step completed");
+        assert!(Instant::now() < deadline, "fewer than {n} steps completed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    postgres.cut();
-    // Longer than the workers' 5 s lease: it runs out while nobody can renew or write it.
-    std::thread::sleep(Duration::from_secs(8));
-    postgres.restore();
+}
 
-    let resumed_by = Instant::now() + Duration::from_secs(90);
+/// Every one of the `tasks` chains of [`chain_manifests`] succeeds within `limit`, in order,
+/// and (nobody died) every step's model call happened exactly once.
+fn chains_succeed_with_each_step_once(
+    cluster: &Cluster,
+    model: &FakeModel,
+    tasks: usize,
+    limit: Duration,
+) {
+    let by = Instant::now() + limit;
     for i in 0..tasks {
-        let left = resumed_by.saturating_duration_since(Instant::now());
-        let t = wait_terminal_within(&cluster, "default", &format!("chain-{i}"), left);
+        let left = by.saturating_duration_since(Instant::now());
+        let t = wait_terminal_within(cluster, "default", &format!("chain-{i}"), left);
         assert_eq!(
             t["status"]["phase"], "Succeeded",
             "chain-{i}: {:#}",
@@ -660,10 +643,11 @@ fn workers_ride_out_a_postgres_outage_without_repeating_a_step() {
         *by_step.entry(c.key).or_default() += 1;
     }
     assert_eq!(by_step.len(), tasks * 3);
+    let logs: Vec<String> = cluster.workers.iter().map(|w| w.log()).collect();
     assert!(
         by_step.values().all(|n| *n == 1),
         "a step ran twice across the outage: {:?}\n{}",
         by_step.values().collect::<Vec<_>>(),
-        cluster.workers[0].log()
+        logs.join("\n")
     );
 }
