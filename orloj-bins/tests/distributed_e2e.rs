@@ -592,13 +592,28 @@ fn workers_ride_out_a_postgres_outage_without_repeating_a_step() {
     apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
 
     wait_for_finished_steps(&model, 2);
+    // Cut while a model call is in flight: its step finishes during the outage and must keep
+    // its result.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !model.calls().iter().any(|c| c.finished.is_none()) {
+        assert!(Instant::now() < deadline, "no step in flight");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     postgres.cut();
-    // Longer than the workers' 5 s lease: it runs out while nobody can renew or write it. The
-    // steps in flight finish their model calls meanwhile and must keep their results.
+    let cut_at = Instant::now();
+    // Longer than the workers' 5 s lease: it runs out while nobody can renew or write it.
     std::thread::sleep(Duration::from_secs(8));
+    let restored_at = Instant::now();
     postgres.restore();
 
     chains_succeed_with_each_step_once(&cluster, &model, tasks, Duration::from_secs(90));
+    assert!(
+        model
+            .calls()
+            .iter()
+            .any(|c| c.finished.is_some_and(|f| f > cut_at && f < restored_at)),
+        "no step finished during the outage"
+    );
 }
 
 /// Waits until `n` model calls have finished.

@@ -386,14 +386,29 @@ async fn never_more_tasks_than_slots(store: Arc<dyn Store>) {
 }
 
 /// A store that is away (every call fails `Unavailable`, as when the database is down) while
-/// `down` is set, and otherwise the memory store behind it. Counts the calls it failed.
+/// `down` is set, and otherwise the memory store behind it. Counts the calls it failed. With
+/// `claims_pass`, claims still reach the memory store during the outage. `lose_reply_to`: the
+/// next status write that sets this phase is written, but its caller gets `Unavailable` (the
+/// connection broke after the commit).
 struct Outage {
     inner: Arc<dyn Store>,
     down: std::sync::atomic::AtomicBool,
+    claims_pass: bool,
     failed: std::sync::atomic::AtomicUsize,
+    lose_reply_to: std::sync::Mutex<Option<&'static str>>,
 }
 
 impl Outage {
+    fn over(inner: &Arc<dyn Store>, down: bool, claims_pass: bool) -> Arc<Outage> {
+        Arc::new(Outage {
+            inner: inner.clone(),
+            down: down.into(),
+            claims_pass,
+            failed: 0.into(),
+            lose_reply_to: Default::default(),
+        })
+    }
+
     fn reachable(&self) -> orloj_core::Result<()> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             self.failed
@@ -451,9 +466,24 @@ impl Store for Outage {
         status: serde_json::Value,
     ) -> orloj_core::Result<orloj_core::Object> {
         self.reachable()?;
-        self.inner
+        let lose_reply = {
+            let mut armed = self.lose_reply_to.lock().expect("lock");
+            let hit = armed.is_some_and(|phase| status["phase"] == phase);
+            if hit {
+                *armed = None;
+            }
+            hit
+        };
+        let written = self
+            .inner
             .update_status(kind, ns, name, expected, status)
-            .await
+            .await?;
+        if lose_reply {
+            return Err(orloj_core::Error::unavailable(
+                "connection reset after commit",
+            ));
+        }
+        Ok(written)
     }
     async fn delete(
         &self,
@@ -483,7 +513,9 @@ impl Store for Outage {
         &self,
         request: &orloj_core::ClaimRequest,
     ) -> orloj_core::Result<Option<orloj_core::Object>> {
-        self.reachable()?;
+        if !self.claims_pass {
+            self.reachable()?;
+        }
         self.inner.claim_task(request).await
     }
     async fn renew_task_lease(
@@ -521,17 +553,25 @@ impl Store for Outage {
 }
 
 /// While the store is away the worker waits longer and longer between claim rounds instead of
-/// asking on every poll, and it claims again once the store answers.
+/// asking on every poll, and it claims again once the store answers. Here the store is away
+/// from the start: the rounds fail reading the worker's own record.
 #[tokio::test]
 async fn failed_claims_back_off_and_resume_when_the_store_answers() {
+    claims_back_off_through_an_outage(false).await;
+}
+
+/// [`failed_claims_back_off_and_resume_when_the_store_answers`] for a worker that registered
+/// before the outage: its rounds skip the own-record read and fail in the claim itself.
+#[tokio::test]
+async fn failed_claims_back_off_after_the_worker_registered() {
+    claims_back_off_through_an_outage(true).await;
+}
+
+async fn claims_back_off_through_an_outage(registered_first: bool) {
     let inner = store();
-    setup(&inner, &["after-outage"]).await;
-    let flaky = Arc::new(Outage {
-        inner: inner.clone(),
-        down: true.into(),
-        failed: 0.into(),
-    });
-    let store: Arc<dyn Store> = flaky.clone();
+    setup(&inner, &[]).await;
+    let outage = Outage::over(&inner, !registered_first, false);
+    let store: Arc<dyn Store> = outage.clone();
     // Heartbeats and approval sweeps far apart: the calls counted are the claim rounds'.
     let config = WorkerConfig {
         heartbeat_interval: Duration::from_secs(3600),
@@ -540,9 +580,14 @@ async fn failed_claims_back_off_and_resume_when_the_store_answers() {
     let w = worker(&store, Arc::new(MockModel::default()), config);
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(w.run(cancel.clone()));
+    if registered_first {
+        wait_phase(&inner, Kind::Worker, "w-backoff", "Ready").await;
+        outage.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    apply(&inner, &task_manifest("after-outage", "s", "")).await;
     // 150 polls of 10 ms: without a wait between failed rounds, about one claim per poll.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let while_down = flaky.failed.load(std::sync::atomic::Ordering::SeqCst);
+    let while_down = outage.failed.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         (1..=20).contains(&while_down),
         "{while_down} store calls in 1.5 s of an outage"
@@ -555,7 +600,9 @@ async fn failed_claims_back_off_and_resume_when_the_store_answers() {
             .phase(),
         "Pending"
     );
-    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    outage
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     wait_phase(&inner, Kind::Task, "after-outage", "Succeeded").await;
     cancel.cancel();
     handle.await.expect("join").expect("run ok");
@@ -566,19 +613,31 @@ async fn failed_claims_back_off_and_resume_when_the_store_answers() {
 /// result and writes it then; it does not give the run up and do the model call again.
 #[tokio::test]
 async fn a_sequential_run_keeps_its_result_through_a_store_outage() {
+    run_through_an_outage(false).await;
+}
+
+/// [`a_sequential_run_keeps_its_result_through_a_store_outage`] with a free slot and claims that
+/// still work: the worker claims its own task again once the lease has run out, and must not
+/// start a second run of it beside the one waiting to write its result.
+#[tokio::test]
+async fn a_worker_does_not_run_its_own_task_twice_when_its_lease_ran_out() {
+    run_through_an_outage(true).await;
+}
+
+async fn run_through_an_outage(claims_pass: bool) {
     let inner = store();
     setup(&inner, &["through-outage"]).await;
-    let outage = Arc::new(Outage {
-        inner: inner.clone(),
-        down: false.into(),
-        failed: 0.into(),
-    });
+    let outage = Outage::over(&inner, false, claims_pass);
     let store: Arc<dyn Store> = outage.clone();
     let model = Arc::new(MockModel {
         delay: Duration::from_millis(200),
         ..Default::default()
     });
-    let w = worker(&store, model.clone(), fast("w-outage"));
+    let config = WorkerConfig {
+        max_concurrent_tasks: 2,
+        ..fast("w-outage")
+    };
+    let w = worker(&store, model.clone(), config);
     let cancel = CancellationToken::new();
     let handle = tokio::spawn(w.run(cancel.clone()));
     wait_for("the model call", || {
@@ -598,6 +657,53 @@ async fn a_sequential_run_keeps_its_result_through_a_store_outage() {
     assert_eq!(
         model.requests.lock().expect("lock").len(),
         1,
-        "the model call ran again after the outage"
+        "the model call ran again"
+    );
+}
+
+/// The write of a run's result commits, but the connection breaks before the reply: the worker
+/// tries again, finds its transition stored, and finishes as if the first try had answered
+/// (its log line is written, the transition is not applied twice).
+#[tokio::test]
+async fn a_result_whose_reply_was_lost_is_not_written_twice() {
+    let inner = store();
+    setup(&inner, &["lost-reply"]).await;
+    let outage = Outage::over(&inner, false, false);
+    *outage.lose_reply_to.lock().expect("lock") = Some("Succeeded");
+    let store: Arc<dyn Store> = outage.clone();
+    let w = worker(&store, Arc::new(MockModel::default()), fast("w-lost-reply"));
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    wait_phase(&inner, Kind::Task, "lost-reply", "Succeeded").await;
+    wait_for("the transition's log line", || {
+        let inner = inner.clone();
+        async move {
+            inner
+                .task_logs("default", "lost-reply", 100)
+                .await
+                .is_ok_and(|lines| lines.iter().any(|l| l.contains("Running->Succeeded")))
+        }
+    })
+    .await;
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+    assert!(
+        outage.lose_reply_to.lock().expect("lock").is_none(),
+        "the result write ran"
+    );
+    let task = inner
+        .get(Kind::Task, "default", "lost-reply")
+        .await
+        .expect("the task");
+    let history: Vec<String> = task.status["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| h["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        history.iter().filter(|t| *t == "succeeded").count(),
+        1,
+        "{history:?}"
     );
 }

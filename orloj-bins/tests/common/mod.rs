@@ -484,9 +484,9 @@ pub fn mock_endpoint_yaml(namespace: &str) -> String {
 }
 
 /// A TCP proxy in front of the test Postgres that can take it away and bring it back, for
-/// outage tests that must not stop the server other tests share. [`PgProxy::cut`] resets every
-/// open connection (their transactions roll back, as when the server goes down) and refuses
-/// new ones until [`PgProxy::restore`].
+/// outage tests that must not stop the server other tests share. [`PgProxy::cut`] closes every
+/// open connection (the server rolls their transactions back, as when it goes down) and closes
+/// new ones at once until [`PgProxy::restore`].
 pub struct PgProxy {
     /// Its port on 127.0.0.1.
     pub port: u16,
@@ -495,31 +495,44 @@ pub struct PgProxy {
 
 #[derive(Default)]
 struct ProxyShared {
-    up: std::sync::atomic::AtomicBool,
     stop: std::sync::atomic::AtomicBool,
-    open: std::sync::Mutex<Vec<std::net::TcpStream>>,
+    state: std::sync::Mutex<ProxyState>,
+}
+
+/// Whether connections go through, and the open ones (both ends), under one lock: a
+/// connection is either registered before a cut, which closes it, or refused after it.
+#[derive(Default)]
+struct ProxyState {
+    up: bool,
+    open: Vec<std::net::TcpStream>,
 }
 
 impl ProxyShared {
-    fn reset_open(&self) {
-        let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()));
-        for stream in open {
+    fn state(&self) -> std::sync::MutexGuard<'_, ProxyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, up: bool) {
+        let mut state = self.state();
+        state.up = up;
+        for stream in state.open.drain(..) {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
     }
 }
 
 impl PgProxy {
-    /// Starts a proxy to the server of `dsn` and returns it with `dsn` rewritten to go
-    /// through it.
+    /// Starts a proxy to the server of `dsn` (`postgres://user@host:port/db`) and returns it
+    /// with `dsn` rewritten to go through it.
     pub fn start(dsn: &str) -> (PgProxy, String) {
         let (scheme_user, rest) = dsn.split_once('@').expect("DSN has user@host");
-        let (host_port, database) = rest.split_once('/').expect("DSN has a database");
-        let upstream = host_port.to_string();
+        let (upstream, database) = rest.split_once('/').expect("DSN has a database");
+        assert!(upstream.contains(':'), "DSN names the port: {dsn}");
+        let upstream = upstream.to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
         let port = listener.local_addr().expect("proxy address").port();
         let shared = std::sync::Arc::new(ProxyShared::default());
-        shared.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        shared.set(true);
         let accepting = shared.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -527,30 +540,28 @@ impl PgProxy {
                     return;
                 }
                 let Ok(client) = client else { continue };
-                if !accepting.up.load(std::sync::atomic::Ordering::SeqCst) {
-                    drop(client);
-                    continue;
+                let mut state = accepting.state();
+                if !state.up {
+                    continue; // dropped: closed at once
                 }
                 let Ok(server) = std::net::TcpStream::connect(&upstream) else {
                     continue;
                 };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let pipes = (
+                let ends = (
                     client.try_clone(),
                     server.try_clone(),
                     client.try_clone(),
                     server.try_clone(),
                 );
-                let (Ok(c_read), Ok(s_write), Ok(c_keep), Ok(s_keep)) = pipes else {
+                let (Ok(from_client), Ok(to_server), Ok(client_end), Ok(server_end)) = ends else {
                     continue;
                 };
-                {
-                    let mut open = accepting.open.lock().unwrap_or_else(|e| e.into_inner());
-                    open.push(c_keep);
-                    open.push(s_keep);
-                }
-                std::thread::spawn(move || pipe(c_read, s_write));
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                state.open.push(client_end);
+                state.open.push(server_end);
+                drop(state);
+                std::thread::spawn(move || pipe(from_client, to_server));
                 std::thread::spawn(move || pipe(server, client));
             }
         });
@@ -560,19 +571,14 @@ impl PgProxy {
         )
     }
 
-    /// Takes Postgres away: open connections are reset, new ones refused.
+    /// Takes Postgres away: open connections are closed, new ones closed at once.
     pub fn cut(&self) {
-        self.shared
-            .up
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        self.shared.reset_open();
+        self.shared.set(false);
     }
 
     /// Brings Postgres back.
     pub fn restore(&self) {
-        self.shared
-            .up
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.set(true);
     }
 }
 
@@ -581,7 +587,7 @@ impl Drop for PgProxy {
         self.shared
             .stop
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.shared.reset_open();
+        self.shared.set(false);
         // Wakes the accept loop so it sees `stop`.
         let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
     }

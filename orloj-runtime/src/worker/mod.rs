@@ -368,8 +368,16 @@ impl Worker {
         let Some(task) = task else {
             return Ok(None);
         };
-        self.held()
-            .insert((task.namespace().to_string(), task.name().to_string()));
+        if !self
+            .held()
+            .insert((task.namespace().to_string(), task.name().to_string()))
+        {
+            // This worker's own run of it is still going (its lease ran out while the store
+            // was away, say): the claim renewed that run's lease; a second run would do its
+            // work again.
+            tracing::info!(task = %task.key(), "claimed a task this worker is still running; the run goes on");
+            return Ok(None);
+        }
         Ok(Some(task))
     }
 
@@ -445,7 +453,9 @@ impl Worker {
     }
 
     /// Runs a task this worker claimed to a terminal (or rescheduled) status, renewing the
-    /// lease meanwhile. Releases the slot when done.
+    /// lease meanwhile. Releases the slot when done. Once the run's work is done, its result
+    /// waits for a store that is unavailable (tried again, at most every 2 s) instead of being
+    /// given up: bound it with a timeout if the store may stay away.
     pub async fn execute(&self, task: Object) -> Result<TaskResult> {
         let key = (task.namespace().to_string(), task.name().to_string());
         let task_key = task.key();
@@ -504,6 +514,8 @@ impl Worker {
         // store call dropped half way can leave its transaction's locks to a rollback that
         // runs later.
         let stop = CancellationToken::new();
+        // A run dropped half way (aborted after the drain time) stops its renewals too.
+        let _stop_renewals = stop.clone().drop_guard();
         let renewals = tokio::spawn({
             let (worker, task, stop) = (self.clone(), task.clone(), stop.clone());
             async move { worker.renew_lease(&task, stop).await }
@@ -521,6 +533,9 @@ impl Worker {
     async fn renew_lease(&self, task: &Object, stop: CancellationToken) {
         let every = self.config.heartbeat_interval.max(Duration::from_millis(1));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // After a renewal that took long (a store slow to answer), the next one is an interval
+        // later, not a burst of the ticks missed meanwhile.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -954,6 +969,21 @@ impl Worker {
         }
         let mut unavailable = UnavailableWait::default();
         let written = loop {
+            if unavailable.failed() {
+                // The failed try may have committed before the connection broke: then the
+                // transition is there already (its history entry is unique) and is not applied
+                // twice.
+                match self.recorded(task, &event).await {
+                    Ok(Some(fresh)) => break Some(Arc::new(fresh)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        unavailable
+                            .wait_or_fail(e, task, "the task's result")
+                            .await?;
+                        continue;
+                    }
+                }
+            }
             let tried = if message_driven {
                 self.write_status_latest(task, &mut ours, |s, ours| {
                     merge_progress(s, ours);
@@ -986,6 +1016,19 @@ impl Worker {
             }
             None => Ok(TaskResult::LeaseLost),
         }
+    }
+
+    /// The task as stored when its status history holds `entry` (and it is still the same
+    /// task, not one created again under its name).
+    async fn recorded(&self, task: &Object, entry: &TaskHistoryEvent) -> Result<Option<Object>> {
+        let fresh = self
+            .store
+            .get(Kind::Task, task.namespace(), task.name())
+            .await?;
+        let status = resources::status_of::<TaskSpec>(&fresh).unwrap_or_default();
+        Ok((fresh.metadata.created_at == task.metadata.created_at
+            && status.history.contains(entry))
+        .then_some(fresh))
     }
 
     /// Re-reads the task and applies `change` to its status with compare-and-swap, retrying on
@@ -1308,6 +1351,11 @@ struct UnavailableWait {
 }
 
 impl UnavailableWait {
+    /// Whether a try has failed.
+    fn failed(&self) -> bool {
+        self.failures > 0
+    }
+
     /// After a failed try: waits and returns `Ok` to try again when the store was unavailable;
     /// any other error is returned.
     async fn wait_or_fail(&mut self, error: Error, task: &Object, what: &str) -> Result<()> {
@@ -1340,7 +1388,12 @@ fn is_waiting(status: &TaskStatus) -> bool {
     status.phase == "WaitingApproval"
 }
 
+/// Appends `entry` unless the newest entries already hold it (a transition applied over a
+/// status that carries it already: a write tried again, a merge of this worker's progress).
 fn push_history(status: &mut TaskStatus, entry: TaskHistoryEvent) {
+    if status.history.iter().rev().take(8).any(|h| *h == entry) {
+        return;
+    }
     status.history.push(entry);
     if status.history.len() > MAX_HISTORY {
         let excess = status.history.len() - MAX_HISTORY;
@@ -1426,5 +1479,24 @@ mod tests {
         // Merging again adds nothing.
         merge_progress(&mut fresh, &ours);
         assert_eq!(types(&fresh), ["created", "claim"]);
+    }
+
+    #[test]
+    fn a_transition_applied_over_progress_that_carries_it_is_recorded_once() {
+        // Message-driven finalize after a conflict: `ours` has the transition applied already,
+        // and the fresh status gets the merge and then the transition.
+        let done = entry("succeeded", "2026-01-01T00:00:05.000Z");
+        let mut ours = TaskStatus {
+            history: vec![entry("claim", "2026-01-01T00:00:03.000Z")],
+            ..Default::default()
+        };
+        push_history(&mut ours, done.clone());
+        let mut fresh = TaskStatus {
+            history: vec![entry("created", "2026-01-01T00:00:01.000Z")],
+            ..Default::default()
+        };
+        merge_progress(&mut fresh, &ours);
+        push_history(&mut fresh, done);
+        assert_eq!(types(&fresh), ["created", "claim", "succeeded"]);
     }
 }
