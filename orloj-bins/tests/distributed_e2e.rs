@@ -577,28 +577,14 @@ fn workers_ride_out_a_nats_outage_without_repeating_a_step() {
 
 #[test]
 fn workers_ride_out_a_postgres_outage_without_repeating_a_step() {
-    let Some(dsn) = fresh_database() else {
-        return;
-    };
-    let Some(nats) = nats_url() else {
-        return;
-    };
-    // Everyone reaches Postgres through the proxy, so cutting it takes Postgres away from
-    // orlojd and the worker alike while the server itself, shared with other tests, runs on.
-    let (postgres, proxied) = PgProxy::start(&dsn);
-    let cluster = cluster_on(&proxied, &nats, 1);
-    let model = FakeModel::start(Duration::from_millis(300));
     let tasks = 4;
-    apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
-
+    let Some((postgres, cluster, model)) = behind_a_postgres_proxy(1, tasks) else {
+        return;
+    };
     wait_for_finished_steps(&model, 2);
     // Cut while a model call is in flight: its step finishes during the outage and must keep
     // its result.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !model.calls().iter().any(|c| c.finished.is_none()) {
-        assert!(Instant::now() < deadline, "no step in flight");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_a_step_in_flight(&model);
     postgres.cut();
     let cut_at = Instant::now();
     // Longer than the workers' 5 s lease: it runs out while nobody can renew or write it.
@@ -614,6 +600,77 @@ fn workers_ride_out_a_postgres_outage_without_repeating_a_step() {
             .any(|c| c.finished.is_some_and(|f| f > cut_at && f < restored_at)),
         "no step finished during the outage"
     );
+}
+
+#[test]
+fn a_postgres_outage_longer_than_the_lease_repeats_only_steps_in_flight() {
+    // Two workers: once the leases have run out during the outage, either may take a task
+    // over when Postgres is back, and run again a step whose result its holder could not
+    // record. A step recorded before the cut must not run again.
+    let tasks = 4;
+    let Some((postgres, cluster, model)) = behind_a_postgres_proxy(2, tasks) else {
+        return;
+    };
+    // Some steps finish well before the cut (recorded by then: a write takes milliseconds).
+    wait_for_finished_steps(&model, tasks);
+    std::thread::sleep(RECORDED_WITHIN);
+    wait_for_a_step_in_flight(&model);
+    postgres.cut();
+    let cut_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(8));
+    postgres.restore();
+
+    chains_succeed(&cluster, tasks, Duration::from_secs(90));
+    let calls = model.calls();
+    let recorded_before_cut = |key: &str| {
+        calls
+            .iter()
+            .any(|c| c.key == key && c.finished.is_some_and(|f| f + RECORDED_WITHIN < cut_at))
+    };
+    let mut by_step: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &calls {
+        *by_step.entry(c.key.as_str()).or_default() += 1;
+    }
+    assert_eq!(by_step.len(), tasks * 3);
+    let recorded = by_step.keys().filter(|k| recorded_before_cut(k)).count();
+    assert!(
+        recorded >= tasks,
+        "only {recorded} steps finished before the cut"
+    );
+    for (step, runs) in &by_step {
+        let allowed = if recorded_before_cut(step) { 1 } else { 2 };
+        assert!(
+            *runs <= allowed,
+            "a step ran {runs} times (recorded before the cut: {}):\n{step}",
+            recorded_before_cut(step)
+        );
+    }
+}
+
+/// Longer than a finished step takes to be recorded.
+const RECORDED_WITHIN: Duration = Duration::from_millis(600);
+
+/// `workers` workers and orlojd reaching Postgres through a [`PgProxy`] (so cutting it takes
+/// Postgres away from all of them while the server, shared with other tests, runs on), running
+/// `tasks` chains of [`chain_manifests`] with 300 ms model calls. None (skip) without the
+/// test services.
+fn behind_a_postgres_proxy(workers: usize, tasks: usize) -> Option<(PgProxy, Cluster, FakeModel)> {
+    let dsn = fresh_database()?;
+    let nats = nats_url()?;
+    let (postgres, proxied) = PgProxy::start(&dsn);
+    let cluster = cluster_on(&proxied, &nats, workers);
+    let model = FakeModel::start(Duration::from_millis(300));
+    apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
+    Some((postgres, cluster, model))
+}
+
+/// Waits until a model call has started and not finished.
+fn wait_for_a_step_in_flight(model: &FakeModel) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !model.calls().iter().any(|c| c.finished.is_none()) {
+        assert!(Instant::now() < deadline, "no step in flight");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Waits until `n` model calls have finished.
@@ -639,6 +696,23 @@ fn chains_succeed_with_each_step_once(
     tasks: usize,
     limit: Duration,
 ) {
+    chains_succeed(cluster, tasks, limit);
+    let mut by_step: BTreeMap<String, usize> = BTreeMap::new();
+    for c in model.calls() {
+        *by_step.entry(c.key).or_default() += 1;
+    }
+    assert_eq!(by_step.len(), tasks * 3);
+    let logs: Vec<String> = cluster.workers.iter().map(|w| w.log()).collect();
+    assert!(
+        by_step.values().all(|n| *n == 1),
+        "a step ran twice across the outage: {:?}\n{}",
+        by_step.values().collect::<Vec<_>>(),
+        logs.join("\n")
+    );
+}
+
+/// Every one of the `tasks` chains of [`chain_manifests`] succeeds within `limit`, in order.
+fn chains_succeed(cluster: &Cluster, tasks: usize, limit: Duration) {
     let by = Instant::now() + limit;
     for i in 0..tasks {
         let left = by.saturating_duration_since(Instant::now());
@@ -653,16 +727,4 @@ fn chains_succeed_with_each_step_once(
             "chain-{i}"
         );
     }
-    let mut by_step: BTreeMap<String, usize> = BTreeMap::new();
-    for c in model.calls() {
-        *by_step.entry(c.key).or_default() += 1;
-    }
-    assert_eq!(by_step.len(), tasks * 3);
-    let logs: Vec<String> = cluster.workers.iter().map(|w| w.log()).collect();
-    assert!(
-        by_step.values().all(|n| *n == 1),
-        "a step ran twice across the outage: {:?}\n{}",
-        by_step.values().collect::<Vec<_>>(),
-        logs.join("\n")
-    );
 }
