@@ -860,12 +860,10 @@ impl Worker {
         if matches!(&outcome, Err(f) if f.reason == LEASE_LOST) {
             return Ok(TaskResult::LeaseLost);
         }
-        let spec: TaskSpec = resources::spec_of(task).unwrap_or_default();
         let now = self.clock.now();
         let now_s = format_time(now);
         let attempts = ours.attempts;
-        let max_attempts = spec.retry.max_attempts.max(1);
-        let backoff = parse_duration(&spec.retry.backoff).unwrap_or(Duration::ZERO);
+        let succeeded = outcome.is_ok();
         let (log_line, phase_after): (String, String);
         // The history entry doubles as the event: its type names the transition.
         let event: TaskHistoryEvent;
@@ -884,10 +882,9 @@ impl Worker {
                 phase_after = "Succeeded".into();
                 let h = self.history("succeeded", "task execution completed".into());
                 event = h.clone();
-                let output = ours.output.clone();
                 let now_s = now_s.clone();
+                // The run's output is written with its progress (below).
                 Box::new(move |s: &mut TaskStatus| {
-                    s.output = output.clone();
                     s.phase = "Succeeded".into();
                     s.completed_at = now_s.clone();
                     s.last_error.clear();
@@ -910,6 +907,9 @@ impl Worker {
             }
             Err(f) => {
                 let reason = f.reason.clone();
+                let spec: TaskSpec = resources::spec_of(task).unwrap_or_default();
+                let max_attempts = spec.retry.max_attempts.max(1);
+                let backoff = parse_duration(&spec.retry.backoff).unwrap_or(Duration::ZERO);
                 match decided.unwrap_or_else(|| decide(&reason, attempts, max_attempts, backoff)) {
                     FailureOutcome::Retry(delay) => {
                         let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -985,8 +985,12 @@ impl Worker {
                 }
             }
             let tried = if message_driven {
+                // `ours` carries the run's output already.
                 self.write_status_latest(task, &mut ours, |s, ours| {
                     merge_progress(s, ours);
+                    if succeeded {
+                        s.output = ours.output.clone();
+                    }
                     transition(s);
                 })
                 .await
@@ -994,6 +998,9 @@ impl Worker {
             } else {
                 self.write_status(task, |s| {
                     merge_progress(s, &ours);
+                    if succeeded {
+                        s.output = ours.output.clone();
+                    }
                     transition(s);
                 })
                 .await
