@@ -81,7 +81,7 @@ const CLAIMS_AT_ONCE: usize = 4;
 /// The first wait before a store write is tried again while the store is unavailable.
 const UNAVAILABLE_FIRST_WAIT: Duration = Duration::from_millis(50);
 /// The longest wait between tries of a write while the store is unavailable, and between claim
-/// attempts while claims fail.
+/// rounds while claims fail.
 const UNAVAILABLE_MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// Worker settings (flags of `orlojworker` / the embedded worker of `orlojd`).
@@ -146,8 +146,8 @@ pub struct Worker {
     /// Plans by namespace, system and `max_turns`, with the read-cache generation they were
     /// made at ([`Worker::plan_for`]).
     plans: Arc<Mutex<PlanCache>>,
-    /// After a failed claim: no claim before this instant, and the wait after the next failure.
-    claim_backoff: Arc<Mutex<Option<(tokio::time::Instant, Duration)>>>,
+    /// After failed claims: no claim before this instant, and how many rounds failed in a row.
+    claim_backoff: Arc<Mutex<Option<(tokio::time::Instant, u32)>>>,
 }
 
 type PlanCache = std::collections::HashMap<(String, String, i64), (u64, Arc<Plan>)>;
@@ -967,6 +967,15 @@ impl Worker {
             // Their `ours` is that task's status plus the run's progress: start from it.
             transition(&mut ours);
         }
+        // A fresh status gets the run's progress (and, when it succeeded, its output), then
+        // the transition.
+        let apply = |s: &mut TaskStatus, ours: &TaskStatus| {
+            merge_progress(s, ours);
+            if succeeded {
+                s.output = ours.output.clone();
+            }
+            transition(s);
+        };
         let mut unavailable = UnavailableWait::default();
         let written = loop {
             if unavailable.failed() {
@@ -985,26 +994,13 @@ impl Worker {
                 }
             }
             let tried = if message_driven {
-                // `ours` carries the run's output already.
-                self.write_status_latest(task, &mut ours, |s, ours| {
-                    merge_progress(s, ours);
-                    if succeeded {
-                        s.output = ours.output.clone();
-                    }
-                    transition(s);
-                })
-                .await
-                .map(|w| w.map(|(o, _)| o))
+                self.write_status_latest(task, &mut ours, &apply)
+                    .await
+                    .map(|w| w.map(|(o, _)| o))
             } else {
-                self.write_status(task, |s| {
-                    merge_progress(s, &ours);
-                    if succeeded {
-                        s.output = ours.output.clone();
-                    }
-                    transition(s);
-                })
-                .await
-                .map(|w| w.map(Arc::new))
+                self.write_status(task, |s| apply(s, &ours))
+                    .await
+                    .map(|w| w.map(Arc::new))
             };
             match tried {
                 Err(e) => {
@@ -1205,14 +1201,13 @@ impl Worker {
         }
     }
 
-    /// Claims wait after a failure, longer after each one (up to [`UNAVAILABLE_MAX_WAIT`]): a
-    /// store that is away is not asked on every poll and claim signal.
+    /// Claims wait after a failed round, longer after each one ([`wait_after`]): a store that
+    /// is away is not asked on every poll and claim signal.
     fn claim_failed(&self, error: &Error) {
         let mut backoff = self.claim_backoff.lock().unwrap_or_else(|e| e.into_inner());
-        let wait = backoff.map_or(UNAVAILABLE_FIRST_WAIT * 2, |(_, last)| {
-            (last * 2).min(UNAVAILABLE_MAX_WAIT)
-        });
-        *backoff = Some((tokio::time::Instant::now() + wait, wait));
+        let failures = backoff.map_or(1, |(_, failures)| failures.saturating_add(1));
+        let wait = wait_after(failures);
+        *backoff = Some((tokio::time::Instant::now() + wait, failures));
         tracing::warn!(worker = %self.config.worker_id, error = %error, wait = %humanize(wait), "claim failed; claiming again after a wait");
     }
 
@@ -1374,12 +1369,17 @@ impl UnavailableWait {
         if self.failures.is_power_of_two() {
             tracing::warn!(task = %task.key(), error = %error, failures = self.failures, "store unavailable; writing {what} again after a wait");
         }
-        let wait = UNAVAILABLE_FIRST_WAIT
-            .saturating_mul(1 << (self.failures - 1).min(16))
-            .min(UNAVAILABLE_MAX_WAIT);
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(wait_after(self.failures)).await;
         Ok(())
     }
+}
+
+/// The wait after `failures` (≥ 1) failures in a row: [`UNAVAILABLE_FIRST_WAIT`], doubling up
+/// to [`UNAVAILABLE_MAX_WAIT`].
+fn wait_after(failures: u32) -> Duration {
+    UNAVAILABLE_FIRST_WAIT
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(UNAVAILABLE_MAX_WAIT)
 }
 
 /// What one run of a task needs, resolved once per claim.
