@@ -391,8 +391,12 @@ fn message_driven_across_processes_survives_a_killed_worker() {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // Unless the victim finished it between the read above and the kill.
+        let finished_by_victim = history
+            .iter()
+            .any(|h| h["type"] == "succeeded" && h["worker"] == victim.as_str());
         assert!(
-            history.iter().any(|h| h["type"] == "takeover"),
+            finished_by_victim || history.iter().any(|h| h["type"] == "takeover"),
             "{name} was held by the killed worker and must have been taken over: {history:#?}"
         );
     }
@@ -579,13 +583,14 @@ fn workers_ride_out_a_nats_outage_without_repeating_a_step() {
 fn workers_ride_out_a_postgres_outage_without_repeating_a_step() {
     let tasks = 4;
     let Some((postgres, cluster, model)) =
-        behind_a_postgres_proxy(1, tasks, Duration::from_millis(300))
+        behind_a_postgres_proxy(1, tasks, Duration::from_secs(1))
     else {
         return;
     };
     wait_for_finished_steps(&model, 2);
     // Cut while a model call is in flight: its step finishes during the outage and must keep
-    // its result.
+    // its result. (1 s model calls: on a busy machine the cut may come a while after the call
+    // was seen in flight.)
     wait_for_a_step_in_flight(&model);
     postgres.cut();
     let cut_at = Instant::now();
