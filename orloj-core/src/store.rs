@@ -157,6 +157,23 @@ pub trait Store: Send + Sync + 'static {
         update_status_of_read(self, current, status).await
     }
 
+    /// [`Store::update_status_of`] of a Task whose status the caller holds typed. A store that
+    /// keeps objects in memory may keep `status` shared as it is and turn it into JSON only when
+    /// that version is read; a store sending JSON may serialize it without building a
+    /// `serde_json::Value` first. The store keeps its own reference to `status`: the caller's
+    /// copy stays valid, and is the written status.
+    ///
+    /// Returns the written task with its metadata and spec but an empty `status` (an empty
+    /// map): the written status is `status`. The default serializes `status` and calls
+    /// [`Store::update_status_of`].
+    async fn update_task_status_of(
+        &self,
+        current: &Object,
+        status: &std::sync::Arc<crate::resources::TaskStatus>,
+    ) -> Result<std::sync::Arc<Object>> {
+        update_task_status_as_json(self, current, status).await
+    }
+
     /// Deletes an object and returns its last state. When `expected_resource_version` is set it
     /// must match (Conflict).
     async fn delete(
@@ -240,6 +257,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest `limit` log lines of a task, oldest first.
     async fn task_logs(&self, namespace: &str, name: &str, limit: usize) -> Result<Vec<String>>;
+}
+
+/// [`Store::update_task_status_of`] for any store: serializes `status` and calls
+/// [`Store::update_status_of`].
+pub async fn update_task_status_as_json<S: Store + ?Sized>(
+    store: &S,
+    current: &Object,
+    status: &std::sync::Arc<crate::resources::TaskStatus>,
+) -> Result<std::sync::Arc<Object>> {
+    let value = serde_json::to_value(&**status)
+        .map_err(|e| crate::Error::internal(format!("serializing task status: {e}")))?;
+    let written = store.update_status_of(current, value).await?;
+    Ok(std::sync::Arc::new(without_status(&written)))
+}
+
+/// `object` with an empty status (what [`Store::update_task_status_of`] returns).
+pub fn without_status(object: &Object) -> Object {
+    Object {
+        api_version: object.api_version.clone(),
+        kind: object.kind,
+        metadata: object.metadata.clone(),
+        spec: object.spec.clone(),
+        status: serde_json::Value::Object(Default::default()),
+    }
 }
 
 /// [`Store::update_status_of`] for any store: reads the object, checks it is `current`'s

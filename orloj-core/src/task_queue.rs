@@ -2,6 +2,7 @@
 //! [`Store`](crate::Store) implementation so they agree on what is claimable.
 
 use crate::object::Object;
+use crate::resources::TaskStatus;
 use crate::store::ClaimRequest;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -12,12 +13,6 @@ pub const MAX_HISTORY: usize = 200;
 
 fn status_str<'a>(task: &'a Object, field: &str) -> &'a str {
     task.status.get(field).and_then(Value::as_str).unwrap_or("")
-}
-
-fn status_time(task: &Object, field: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(status_str(task, field))
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 fn spec_str<'a>(task: &'a Object, path: &[&str]) -> &'a str {
@@ -51,14 +46,40 @@ pub fn is_claimable(task: &Object, now: DateTime<Utc>) -> bool {
 /// its current state, `Some(None)` when it is now, `Some(Some(t))` from `t` on. Stores cache
 /// this per write so a claim scan does not re-read every task's JSON.
 pub fn claimable_from(task: &Object) -> Option<Option<DateTime<Utc>>> {
+    claimable_by_fields(task, |field| status_str(task, field))
+}
+
+/// [`claimable_from`] of `task` with the status `status` (a task whose status is held typed;
+/// `task.status` is not read).
+pub fn claimable_from_status(task: &Object, status: &TaskStatus) -> Option<Option<DateTime<Utc>>> {
+    claimable_by_fields(task, |field| match field {
+        "phase" => &status.phase,
+        "claimedBy" => &status.claimed_by,
+        "nextAttemptAt" => &status.next_attempt_at,
+        "leaseUntil" => &status.lease_until,
+        _ => "",
+    })
+}
+
+/// [`claimable_from`], reading the status fields `phase`, `claimedBy`, `nextAttemptAt` and
+/// `leaseUntil` through `field`.
+fn claimable_by_fields<'a>(
+    task: &Object,
+    field: impl Fn(&'static str) -> &'a str,
+) -> Option<Option<DateTime<Utc>>> {
     if is_template(task) {
         return None;
     }
-    let phase = task.phase().to_ascii_lowercase();
+    let time = |name| {
+        DateTime::parse_from_rfc3339(field(name))
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let phase = field("phase").to_ascii_lowercase();
     match phase.as_str() {
-        "" | "pending" => Some(status_time(task, "nextAttemptAt")),
-        "running" if status_str(task, "claimedBy").is_empty() => Some(None),
-        "running" => Some(status_time(task, "leaseUntil")),
+        "" | "pending" => Some(time("nextAttemptAt")),
+        "running" if field("claimedBy").is_empty() => Some(None),
+        "running" => Some(time("leaseUntil")),
         _ => None,
     }
 }
@@ -226,6 +247,58 @@ mod tests {
             gpu: false,
             supported_models: vec![],
             namespace: None,
+        }
+    }
+
+    #[test]
+    fn a_typed_status_is_claimable_when_its_json_is() {
+        let at = |s: i64| format_time(Utc::now() + chrono::Duration::seconds(s));
+        let statuses = [
+            TaskStatus::default(),
+            TaskStatus {
+                phase: "Pending".into(),
+                next_attempt_at: at(60),
+                ..Default::default()
+            },
+            TaskStatus {
+                phase: "pending".into(),
+                next_attempt_at: "not a time".into(),
+                ..Default::default()
+            },
+            TaskStatus {
+                phase: "Running".into(),
+                ..Default::default()
+            },
+            TaskStatus {
+                phase: "Running".into(),
+                claimed_by: "w1".into(),
+                lease_until: at(30),
+                ..Default::default()
+            },
+            TaskStatus {
+                phase: "Running".into(),
+                claimed_by: "w1".into(),
+                lease_until: at(-30),
+                ..Default::default()
+            },
+            TaskStatus {
+                phase: "Succeeded".into(),
+                ..Default::default()
+            },
+        ];
+        let mut template = Object::new(Kind::Task, "default", "t");
+        template.spec = json!({"mode": "template"});
+        for shell in [Object::new(Kind::Task, "default", "t"), template] {
+            for status in &statuses {
+                let mut task = shell.clone();
+                task.status = serde_json::to_value(status).expect("status to JSON");
+                assert_eq!(
+                    claimable_from_status(&shell, status),
+                    claimable_from(&task),
+                    "{status:?} of {:?}",
+                    shell.spec
+                );
+            }
         }
     }
 

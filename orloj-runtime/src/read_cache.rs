@@ -328,6 +328,16 @@ impl Store for ReadCache {
         result
     }
 
+    async fn update_task_status_of(
+        &self,
+        current: &Object,
+        status: &Arc<orloj_core::resources::TaskStatus>,
+    ) -> Result<Arc<Object>> {
+        let result = self.inner.update_task_status_of(current, status).await;
+        self.written(current.kind);
+        result
+    }
+
     async fn delete(
         &self,
         kind: Kind,

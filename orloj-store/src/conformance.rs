@@ -21,6 +21,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use orloj_core::resources::TaskStatus;
 use orloj_core::{
     ChangeMarker, ClaimRequest, Clock, ErrorKind, Kind, LabelSelector, ListOptions, ManualClock,
     Object, Result, Store, WatchEvent, WatchEventType, task_queue,
@@ -75,6 +76,7 @@ macro_rules! store_conformance_tests {
             upsert_creates_then_updates,
             update_status_keeps_spec,
             update_status_of_writes_only_the_current_version,
+            typed_task_status_reads_back_as_json,
             delete_with_precondition,
             concurrent_updates_one_wins,
             concurrent_creates_one_wins,
@@ -685,6 +687,101 @@ pub async fn update_status_of_writes_only_the_current_version(
         "the old incarnation at the same version conflicts"
     );
     assert_eq!(store.get(Kind::Task, "ns", "t").await.expect("get"), again);
+}
+
+/// `update_task_status_of` writes a typed task status under the given version: every read
+/// (get, list, watch replay and live, claims, delete) sees it as the JSON it serializes to; the
+/// returned object has the new version and an empty status; a stale version conflicts and
+/// changes nothing; the written lease decides claims.
+pub async fn typed_task_status_reads_back_as_json(store: DynStore, clock: Arc<ManualClock>) {
+    let created = store.create(task("ns", "t")).await.expect("create");
+    let revision = store.current_revision().await.expect("revision");
+    let mut live = store.watch(Some(Kind::Task), None).await.expect("watch");
+    let lease = clock.now() + chrono::Duration::seconds(30);
+    let running = Arc::new(TaskStatus {
+        phase: "Running".into(),
+        claimed_by: "w1".into(),
+        assigned_worker: "w1".into(),
+        lease_until: task_queue::format_time(lease),
+        attempts: 1,
+        output: [("k".to_string(), "v".to_string())].into(),
+        ..Default::default()
+    });
+    let written = store
+        .update_task_status_of(&created, &running)
+        .await
+        .expect("typed status of the current version");
+    assert_eq!(written.metadata.resource_version, "2");
+    assert_eq!(written.spec, created.spec);
+    assert_eq!(
+        written.status,
+        json!({}),
+        "the returned object's status is left empty"
+    );
+    let as_json = serde_json::to_value(&*running).expect("status to JSON");
+    let stored = store.get(Kind::Task, "ns", "t").await.expect("get");
+    assert_eq!(stored.status, as_json);
+    assert_eq!(stored.metadata.resource_version, "2");
+    let listed = store
+        .list(Kind::Task, &ListOptions::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.items, vec![stored.clone()]);
+    assert_eq!(next_event(&mut live).await.object, stored);
+    let mut replay = store
+        .watch(Some(Kind::Task), Some(revision))
+        .await
+        .expect("watch from before the write");
+    assert_eq!(next_event(&mut replay).await.object, stored);
+    assert!(
+        claim(&store, "w2").await.is_none(),
+        "the typed lease is held"
+    );
+
+    // The next write starts from the returned object, as a worker's does.
+    let mut next = (*running).clone();
+    next.trace.push(Default::default());
+    let next = Arc::new(next);
+    let third = store
+        .update_task_status_of(&written, &next)
+        .await
+        .expect("typed status of the returned version");
+    assert_eq!(third.metadata.resource_version, "3");
+    let revision = store.current_revision().await.expect("revision");
+    assert_eq!(
+        kind_of(store.update_task_status_of(&written, &running).await),
+        ErrorKind::Conflict,
+        "a stale version conflicts"
+    );
+    assert_eq!(
+        kind_of(store.update_task_status_of(&stored, &running).await),
+        ErrorKind::Conflict
+    );
+    assert_eq!(store.current_revision().await.expect("revision"), revision);
+    let stored = store.get(Kind::Task, "ns", "t").await.expect("get");
+    assert_eq!(
+        stored.status,
+        serde_json::to_value(&*next).expect("status to JSON"),
+        "a rejected write changes nothing"
+    );
+
+    // Once the typed lease has run out, another worker takes the task with that status.
+    clock.advance(Duration::from_secs(31));
+    let taken = claim(&store, "w2")
+        .await
+        .expect("expired lease is claimable");
+    assert_eq!(taken.status["claimedBy"], "w2");
+    assert_eq!(taken.status["output"], json!({"k": "v"}));
+    assert_eq!(taken.status["trace"].as_array().map(Vec::len), Some(1));
+    let gone = store
+        .delete(Kind::Task, "ns", "t", None)
+        .await
+        .expect("delete");
+    assert_eq!(gone, taken);
+    assert_eq!(
+        kind_of(store.update_task_status_of(&taken, &running).await),
+        ErrorKind::NotFound
+    );
 }
 
 /// Delete honours the precondition, returns the last state, and frees the name.

@@ -5,13 +5,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
+use orloj_core::resources::TaskStatus;
+use orloj_core::store::without_status;
 use orloj_core::task_queue;
 use orloj_core::{
     ChangeMarker, ClaimRequest, Clock, Error, Kind, ListOptions, Object, ObjectList, Result, Store,
     WatchEvent, WatchEventType, scoped_key,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -22,9 +24,61 @@ pub const DEFAULT_EVENT_RETENTION: usize = 8192;
 /// At most this many log lines are kept per task.
 const MAX_TASK_LOGS: usize = 1000;
 
-struct Entry {
-    /// Shared with the watch history: a write stores the object once.
+/// One written version of an object, shared by its entry and the watch history (a write
+/// stores it once).
+struct Version {
+    /// The object; when `typed` is set, its metadata and spec with an empty status.
     object: Arc<Object>,
+    /// A task status written typed ([`Store::update_task_status_of`]): kept as the worker
+    /// handed it, and turned into JSON only if this version is read.
+    typed: Option<Arc<TaskStatus>>,
+    /// `object` with `typed` as its status, made by the first read.
+    full: OnceLock<Arc<Object>>,
+}
+
+impl Version {
+    fn plain(object: Object) -> Self {
+        Self {
+            object: Arc::new(object),
+            typed: None,
+            full: OnceLock::new(),
+        }
+    }
+
+    /// The whole object.
+    fn object(&self) -> &Arc<Object> {
+        let Some(status) = &self.typed else {
+            return &self.object;
+        };
+        self.full.get_or_init(|| {
+            let mut full = without_status(&self.object);
+            // A TaskStatus has only string keys: serializing it cannot fail.
+            full.status = serde_json::to_value(&**status)
+                .unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
+            Arc::new(full)
+        })
+    }
+
+    /// The object's metadata and spec, without turning a typed status into JSON (its status
+    /// may be empty).
+    fn shell(&self) -> &Object {
+        &self.object
+    }
+
+    fn phase(&self) -> &str {
+        match &self.typed {
+            Some(status) => &status.phase,
+            None => self.object.phase(),
+        }
+    }
+}
+
+fn empty_status() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+struct Entry {
+    version: Arc<Version>,
     /// Revision of the last write, used to claim the least recently touched task first.
     touched: u64,
     /// For tasks, [`task_queue::claimable_from`] as of the last write: claim scans run on
@@ -40,11 +94,11 @@ impl Entry {
     }
 }
 
-/// A retained watch event; the object is shared with the store entry it was written as.
+/// A retained watch event; the version is shared with the store entry it was written as.
 struct Retained {
     revision: u64,
     event_type: WatchEventType,
-    object: Arc<Object>,
+    version: Arc<Version>,
 }
 
 impl Retained {
@@ -52,7 +106,7 @@ impl Retained {
         WatchEvent {
             revision: self.revision,
             event_type: self.event_type,
-            object: (*self.object).clone(),
+            object: (**self.version.object()).clone(),
         }
     }
 }
@@ -153,31 +207,41 @@ impl MemoryStore {
     }
 
     fn commit(&self, state: &mut State, event_type: WatchEventType, object: Object) -> Object {
-        (*self.commit_shared(state, event_type, object, false)).clone()
+        let version = Version::plain(object);
+        (*self
+            .commit_version(state, event_type, version, false)
+            .object)
+            .clone()
     }
 
     /// [`Self::commit`] of a status write (claim, lease, progress), which keeps a task's place
     /// in the claim order while its phase stays the same, as the Postgres store does.
     fn commit_status(&self, state: &mut State, object: Object) -> Object {
-        (*self.commit_shared(state, WatchEventType::Updated, object, true)).clone()
+        let version = Version::plain(object);
+        (*self
+            .commit_version(state, WatchEventType::Updated, version, true)
+            .object)
+            .clone()
     }
 
-    /// [`Self::commit`] returning the stored object itself (no copy).
-    fn commit_shared(
+    /// Stores `version` as the object's latest (or its last, for a delete) and records the
+    /// event; returns the stored version itself (no copy).
+    fn commit_version(
         &self,
         state: &mut State,
         event_type: WatchEventType,
-        object: Object,
+        version: Version,
         status_write: bool,
-    ) -> Arc<Object> {
+    ) -> Arc<Version> {
         state.revision += 1;
         let revision = state.revision;
+        let object = version.shell();
         let key = (object.kind, object.key());
         let touched = match state.objects.get(&key) {
             Some(before)
                 if status_write
                     && object.kind == Kind::Task
-                    && before.object.phase().eq_ignore_ascii_case(object.phase()) =>
+                    && before.version.phase().eq_ignore_ascii_case(version.phase()) =>
             {
                 before.touched
             }
@@ -185,25 +249,28 @@ impl MemoryStore {
         };
         state.last_change.insert(object.kind, revision);
         let claimable_from = if object.kind == Kind::Task && event_type != WatchEventType::Deleted {
-            task_queue::claimable_from(&object)
+            match &version.typed {
+                Some(status) => task_queue::claimable_from_status(object, status),
+                None => task_queue::claimable_from(object),
+            }
         } else {
             None
         };
         if claimable_from == Some(None) {
             self.claimable.send_modify(|n| *n = n.wrapping_add(1));
         }
-        let shared = Arc::new(object);
+        let shared = Arc::new(version);
         if event_type == WatchEventType::Deleted {
             state.objects.remove(&key);
-            if shared.kind == Kind::Task {
-                state.logs.remove(&shared.key());
+            if key.0 == Kind::Task {
+                state.logs.remove(&key.1);
             }
         } else {
             state.objects.insert(
                 key,
                 Entry {
                     claimable_from,
-                    object: shared.clone(),
+                    version: shared.clone(),
                     touched,
                 },
             );
@@ -211,13 +278,13 @@ impl MemoryStore {
         let retained = Retained {
             revision,
             event_type,
-            object: shared,
+            version: shared,
         };
         // Without watchers there is nothing to send (and no copy to make).
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(retained.to_event());
         }
-        let written = retained.object.clone();
+        let written = retained.version.clone();
         state.history.push_back(retained);
         while state.history.len() > self.retention {
             if let Some(old) = state.history.pop_front() {
@@ -227,16 +294,47 @@ impl MemoryStore {
         written
     }
 
+    /// `status` as the next status of `current`, which must be the stored version of the
+    /// object (its resourceVersion and `createdAt`).
+    fn status_of_current(
+        state: &State,
+        current: &Object,
+        status: serde_json::Value,
+    ) -> Result<Object> {
+        let stored =
+            Self::existing_version(state, current.kind, current.namespace(), current.name())?
+                .shell();
+        if stored.metadata.created_at != current.metadata.created_at {
+            return Err(orloj_core::Error::conflict(format!(
+                "{} {:?} was deleted and created again; retry",
+                current.kind,
+                current.key()
+            )));
+        }
+        // The stored metadata and spec, not `current`'s: the memory store has them at hand.
+        versioning::prepare_status(stored, Some(&current.metadata.resource_version), status)
+    }
+
+    /// The stored object (turning a typed status into JSON if it is one).
     fn existing<'a>(
         state: &'a State,
         kind: Kind,
         namespace: &str,
         name: &str,
     ) -> Result<&'a Object> {
+        Self::existing_version(state, kind, namespace, name).map(|v| &**v.object())
+    }
+
+    fn existing_version<'a>(
+        state: &'a State,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<&'a Version> {
         state
             .objects
             .get(&(kind, scoped_key(namespace, name)))
-            .map(|e| &*e.object)
+            .map(|e| &*e.version)
             .ok_or_else(|| versioning::not_found(kind, namespace, name))
     }
 }
@@ -263,7 +361,7 @@ impl Store for MemoryStore {
             if options.after.as_deref() == Some(key.as_str()) {
                 continue;
             }
-            let obj = &entry.object;
+            let obj = entry.version.shell();
             if let Some(ns) = &options.namespace
                 && obj.namespace() != ns
             {
@@ -272,7 +370,7 @@ impl Store for MemoryStore {
             if !options.selector.matches(&obj.metadata.labels) {
                 continue;
             }
-            items.push((**obj).clone());
+            items.push((**entry.version.object()).clone());
             if options.limit.is_some_and(|l| l > 0 && items.len() >= l) {
                 break;
             }
@@ -284,7 +382,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let now = self.clock.now();
         let key = (object.kind, object.key());
-        let existing = state.objects.get(&key).map(|e| &*e.object);
+        let existing = state.objects.get(&key).map(|e| &**e.version.object());
         let created = versioning::prepare_create(object, existing, now)?;
         Ok(self.commit(&mut state, WatchEventType::Added, created))
     }
@@ -300,7 +398,7 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let now = self.clock.now();
         let key = (object.kind, object.key());
-        match state.objects.get(&key).map(|e| &*e.object) {
+        match state.objects.get(&key).map(|e| &**e.version.object()) {
             Some(current) => {
                 let updated = versioning::prepare_update(object, current, false)?;
                 Ok((
@@ -329,7 +427,8 @@ impl Store for MemoryStore {
         status: serde_json::Value,
     ) -> Result<Object> {
         let mut state = self.lock();
-        let current = Self::existing(&state, kind, namespace, name)?;
+        // Metadata and spec: the status is replaced.
+        let current = Self::existing_version(&state, kind, namespace, name)?.shell();
         let updated = versioning::prepare_status(current, expected_resource_version, status)?;
         Ok(self.commit_status(&mut state, updated))
     }
@@ -340,18 +439,26 @@ impl Store for MemoryStore {
         status: serde_json::Value,
     ) -> Result<Arc<Object>> {
         let mut state = self.lock();
-        let stored = Self::existing(&state, current.kind, current.namespace(), current.name())?;
-        if stored.metadata.created_at != current.metadata.created_at {
-            return Err(orloj_core::Error::conflict(format!(
-                "{} {:?} was deleted and created again; retry",
-                current.kind,
-                current.key()
-            )));
-        }
-        // The stored object, not `current`: the memory store has it at hand.
-        let updated =
-            versioning::prepare_status(stored, Some(&current.metadata.resource_version), status)?;
-        Ok(self.commit_shared(&mut state, WatchEventType::Updated, updated, true))
+        let updated = Self::status_of_current(&state, current, status)?;
+        let version = Version::plain(updated);
+        let written = self.commit_version(&mut state, WatchEventType::Updated, version, true);
+        Ok(written.object.clone())
+    }
+
+    async fn update_task_status_of(
+        &self,
+        current: &Object,
+        status: &Arc<TaskStatus>,
+    ) -> Result<Arc<Object>> {
+        let mut state = self.lock();
+        let shell = Self::status_of_current(&state, current, empty_status())?;
+        let version = Version {
+            object: Arc::new(shell),
+            typed: Some(status.clone()),
+            full: OnceLock::new(),
+        };
+        let written = self.commit_version(&mut state, WatchEventType::Updated, version, true);
+        Ok(written.object.clone())
     }
 
     async fn delete(
@@ -474,14 +581,13 @@ impl Store for MemoryStore {
                 .map(|(_, e)| e)
         };
         // Usually the oldest claimable task fits the worker: try it before matching them all.
+        let fits = |e: &Entry| task_queue::matches_worker(e.version.shell(), request);
         let candidate = match claimable().min_by_key(|e| e.touched) {
-            Some(oldest) if task_queue::matches_worker(&oldest.object, request) => Some(oldest),
-            Some(_) => claimable()
-                .filter(|e| task_queue::matches_worker(&e.object, request))
-                .min_by_key(|e| e.touched),
+            Some(oldest) if fits(oldest) => Some(oldest),
+            Some(_) => claimable().filter(|e| fits(e)).min_by_key(|e| e.touched),
             None => None,
         }
-        .map(|e| (*e.object).clone());
+        .map(|e| (**e.version.object()).clone());
         let Some(mut task) = candidate else {
             return Ok(None);
         };
@@ -519,7 +625,7 @@ impl Store for MemoryStore {
 
     async fn append_task_log(&self, namespace: &str, name: &str, entry: &str) -> Result<()> {
         let mut state = self.lock();
-        Self::existing(&state, Kind::Task, namespace, name)?;
+        Self::existing_version(&state, Kind::Task, namespace, name)?;
         let logs = state.logs.entry(scoped_key(namespace, name)).or_default();
         logs.push_back(entry.to_string());
         while logs.len() > MAX_TASK_LOGS {
@@ -530,7 +636,7 @@ impl Store for MemoryStore {
 
     async fn task_logs(&self, namespace: &str, name: &str, limit: usize) -> Result<Vec<String>> {
         let state = self.lock();
-        Self::existing(&state, Kind::Task, namespace, name)?;
+        Self::existing_version(&state, Kind::Task, namespace, name)?;
         let logs = state.logs.get(&scoped_key(namespace, name));
         Ok(logs
             .map(|l| {

@@ -372,6 +372,18 @@ impl Store for SealedStore {
         self.inner.update_status_of(current, status).await
     }
 
+    async fn update_task_status_of(
+        &self,
+        current: &Object,
+        status: &Arc<orloj_core::resources::TaskStatus>,
+    ) -> Result<Arc<Object>> {
+        if current.kind == Kind::Secret {
+            // Through `update_status_of`, which knows how to write a Secret's.
+            return orloj_core::store::update_task_status_as_json(self, current, status).await;
+        }
+        self.inner.update_task_status_of(current, status).await
+    }
+
     async fn delete(
         &self,
         kind: Kind,

@@ -204,14 +204,23 @@ impl MessageRuntime {
 
     /// Records that this worker holds `task` (as just read or written).
     fn own(&self, task: &Object) {
-        // Read the one field instead of parsing the whole status: this runs on every step.
+        // Read the one field instead of parsing the whole status.
         let lease_until = task
             .status
             .get("leaseUntil")
             .and_then(serde_json::Value::as_str)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            .map(|t| t.with_timezone(&Utc));
+        self.own_until(task, lease_until);
+    }
+
+    /// [`Self::own`] of a task this worker wrote with `status` (the task's own may be empty).
+    fn own_written(&self, task: &Object, status: &TaskStatus) {
+        self.own_until(task, lease_end(status));
+    }
+
+    fn own_until(&self, task: &Object, lease_until: Option<DateTime<Utc>>) {
+        let lease_until = lease_until.unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         let entry = owned.entry(task.key()).or_insert_with(|| Owned {
             namespace: task.namespace().to_string(),
@@ -448,7 +457,11 @@ impl Worker {
                 })
                 .await?;
             Ok(match written {
-                Some(written) => Kicked::Recorded(Box::new(written), fresh_attempt),
+                Some((task, status)) => {
+                    // Kept by the store: this worker goes on with a copy.
+                    let written = (task, Arc::unwrap_or_clone(status));
+                    Kicked::Recorded(Box::new(written), fresh_attempt)
+                }
                 None => Kicked::LeaseLost,
             })
         };
@@ -476,7 +489,7 @@ impl Worker {
             .map(|(_, m)| to_envelope(&written, m));
         if consume {
             // Before publishing: the first message may be handled at once.
-            md.own(&written);
+            md.own_written(&written, &written_status);
             if fresh_attempt {
                 md.remember(written, written_status);
             }
@@ -519,7 +532,7 @@ impl Worker {
         let first = open_messages(&status, status.attempts)
             .next()
             .map(|(_, m)| to_envelope(&task, m));
-        md.own(&task);
+        md.own_written(&task, &status);
         md.remember(task.clone(), status);
         if let Some(first) = first
             && !matches!(self.handle_message(md, &first, false).await, Settle::Ack)
@@ -886,7 +899,9 @@ impl Worker {
             }
             // Owner-only execution (§5.7).
             if status.claimed_by != *me {
-                let expired = orloj_core::task_queue::is_claimable(&task, now);
+                // `task` may be this worker's own write, whose status is `status`.
+                let expired = orloj_core::task_queue::claimable_from_status(&task, &status)
+                    .is_some_and(|from| from.is_none_or(|t| t <= now));
                 if !expired {
                     // The holder is alive and has its own delivery; if it dies, whoever takes
                     // the lease over republishes the open messages.
@@ -907,7 +922,7 @@ impl Worker {
                     }
                 }
             }
-            md.own(&task);
+            md.own_written(&task, &status);
             // The oldest open message runs first, so both modes keep the recorded order.
             let Some((index, head)) = open_messages(&status, status.attempts).next() else {
                 return (Settle::Ack, None);
@@ -1186,10 +1201,11 @@ impl Worker {
                 Ok(w) => break w,
             }
         };
-        if let Some((w, _)) = &written {
-            md.own(w);
-        }
-        Ok(written)
+        Ok(written.map(|(w, status)| {
+            md.own_written(&w, &status);
+            // Kept by the store: the next step goes on with a copy.
+            (w, Arc::unwrap_or_clone(status))
+        }))
     }
 
     /// Renews the leases of the message-driven tasks this worker holds once half of a lease has

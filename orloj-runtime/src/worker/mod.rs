@@ -410,9 +410,6 @@ impl Worker {
     /// Publishes `task.<transition>` for a status this worker just wrote. The payload carries
     /// only lease/phase fields (never the task input or output); `lastError` is already redacted.
     fn publish(&self, written: &Object, transition: &str, message: &str) {
-        let Some(events) = &self.events else {
-            return;
-        };
         // Only a few fields are published: read them instead of parsing the whole status.
         let field = |name: &str| {
             written
@@ -421,7 +418,49 @@ impl Worker {
                 .cloned()
                 .unwrap_or_else(|| serde_json::json!(""))
         };
-        let phase = written.phase().to_string();
+        let data = serde_json::json!({
+            "phase": written.phase(),
+            "attempts": written.status.get("attempts").cloned().unwrap_or_else(|| serde_json::json!(0)),
+            "assignedWorker": field("assignedWorker"),
+            "claimedBy": field("claimedBy"),
+            "lastError": field("lastError"),
+        });
+        self.publish_data(written, transition, message, data);
+    }
+
+    /// [`Self::publish`] of a task whose written status is `status`.
+    fn publish_typed(
+        &self,
+        written: &Object,
+        status: &TaskStatus,
+        transition: &str,
+        message: &str,
+    ) {
+        let data = serde_json::json!({
+            "phase": status.phase,
+            "attempts": status.attempts,
+            "assignedWorker": status.assigned_worker,
+            "claimedBy": status.claimed_by,
+            "lastError": status.last_error,
+        });
+        self.publish_data(written, transition, message, data);
+    }
+
+    fn publish_data(
+        &self,
+        written: &Object,
+        transition: &str,
+        message: &str,
+        data: serde_json::Value,
+    ) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let phase = data
+            .get("phase")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         events.publish(Event {
             id: 0,
             timestamp: self.clock.now(),
@@ -432,13 +471,7 @@ impl Worker {
             namespace: written.namespace().to_string(),
             action: phase.to_lowercase(),
             message: message.to_string(),
-            data: serde_json::json!({
-                "phase": phase,
-                "attempts": written.status.get("attempts").cloned().unwrap_or_else(|| serde_json::json!(0)),
-                "assignedWorker": field("assignedWorker"),
-                "claimedBy": field("claimedBy"),
-                "lastError": field("lastError"),
-            }),
+            data,
         });
     }
 
@@ -983,7 +1016,7 @@ impl Worker {
                 // transition is there already (its history entry is unique) and is not applied
                 // twice.
                 match self.recorded(task, &event).await {
-                    Ok(Some(fresh)) => break Some(Arc::new(fresh)),
+                    Ok(Some(fresh)) => break Some((Arc::new(fresh), None)),
                     Ok(None) => {}
                     Err(e) => {
                         unavailable
@@ -996,11 +1029,11 @@ impl Worker {
             let tried = if message_driven {
                 self.write_status_latest(task, &mut ours, &apply)
                     .await
-                    .map(|w| w.map(|(o, _)| o))
+                    .map(|w| w.map(|(o, status)| (o, Some(status))))
             } else {
                 self.write_status(task, |s| apply(s, &ours))
                     .await
-                    .map(|w| w.map(Arc::new))
+                    .map(|w| w.map(|o| (Arc::new(o), None)))
             };
             match tried {
                 Err(e) => {
@@ -1012,8 +1045,13 @@ impl Worker {
             }
         };
         match written {
-            Some(written) => {
-                self.publish(&written, &event.event_type, &event.message);
+            Some((written, status)) => {
+                match status {
+                    Some(status) => {
+                        self.publish_typed(&written, &status, &event.event_type, &event.message)
+                    }
+                    None => self.publish(&written, &event.event_type, &event.message),
+                }
                 self.log(task, log_line).await;
                 Ok(TaskResult::Written(phase_after))
             }
@@ -1067,31 +1105,40 @@ impl Worker {
     /// pass the task as this worker last claimed or wrote it (so it held the task there) and
     /// `ours` as the whole next status: no read, no parse. After a conflict it re-reads and,
     /// while this worker still holds the task, writes the fresh status with
-    /// `merge(fresh, ours)` applied. Returns the task and status as written; the status is
-    /// taken out of `ours` when that was written as it is. On an error `ours` is left as it
-    /// was, for a retry.
+    /// `merge(fresh, ours)` applied. Returns the task and status as written (the task's own
+    /// `status` may be left empty: read the returned one, which the store may share); the
+    /// status is taken out of `ours` when that was written as it is. On an error `ours` is
+    /// left as it was, for a retry.
     async fn write_status_latest(
         &self,
         task: &Object,
         ours: &mut TaskStatus,
         merge: impl Fn(&mut TaskStatus, &TaskStatus),
-    ) -> Result<Option<(Arc<Object>, TaskStatus)>> {
+    ) -> Result<Option<(Arc<Object>, Arc<TaskStatus>)>> {
         cap(ours);
-        let value = serde_json::to_value(&*ours)
-            .map_err(|e| Error::internal(format!("serializing task status: {e}")))?;
-        match self.store.update_status_of(task, value).await {
-            Ok(written) => return Ok(Some((written, std::mem::take(ours)))),
-            Err(e) if e.kind() == ErrorKind::Conflict => {}
-            Err(e) => return Err(e),
+        // Handed over typed: a memory store keeps it as it is (then this worker goes on with a
+        // copy), others serialize it.
+        let shared = Arc::new(std::mem::take(ours));
+        match self.store.update_task_status_of(task, &shared).await {
+            Ok(written) => return Ok(Some((written, shared))),
+            Err(e) => {
+                // Not kept by the store: no copy.
+                *ours = Arc::unwrap_or_clone(shared);
+                if e.kind() != ErrorKind::Conflict {
+                    return Err(e);
+                }
+            }
         }
         let me = self.config.worker_id.clone();
         let ours = &*ours;
-        self.cas_status(
-            task,
-            move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
-            |s| merge(s, ours),
-        )
-        .await
+        Ok(self
+            .cas_status(
+                task,
+                move |s| s.phase.eq_ignore_ascii_case("running") && s.claimed_by == me,
+                |s| merge(s, ours),
+            )
+            .await?
+            .map(|(o, status)| (o, Arc::new(status))))
     }
 
     /// Reads the task, and while `holds` accepts its status applies `change` and writes it with
