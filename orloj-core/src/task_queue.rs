@@ -39,7 +39,17 @@ pub fn is_template(task: &Object) -> bool {
 /// Whether a worker may claim this task now: not a template, and either pending and due, or
 /// running with no holder or an expired lease.
 pub fn is_claimable(task: &Object, now: DateTime<Utc>) -> bool {
-    claimable_from(task).is_some_and(|from| from.is_none_or(|t| t <= now))
+    claimable_at(claimable_from(task), now)
+}
+
+/// [`is_claimable`] of `task` with the status `status` (see [`claimable_from_status`]).
+pub fn is_claimable_status(task: &Object, status: &TaskStatus, now: DateTime<Utc>) -> bool {
+    claimable_at(claimable_from_status(task, status), now)
+}
+
+/// Whether a task claimable from `from` (as [`claimable_from`] tells) is claimable at `now`.
+pub fn claimable_at(from: Option<Option<DateTime<Utc>>>, now: DateTime<Utc>) -> bool {
+    from.is_some_and(|from| from.is_none_or(|t| t <= now))
 }
 
 /// When the task becomes claimable, as [`is_claimable`] decides: `None` when it never is in

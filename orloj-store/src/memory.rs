@@ -53,8 +53,7 @@ impl Version {
         self.full.get_or_init(|| {
             let mut full = without_status(&self.object);
             // A TaskStatus has only string keys: serializing it cannot fail.
-            full.status = serde_json::to_value(&**status)
-                .unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
+            full.status = serde_json::to_value(&**status).unwrap_or_else(|_| empty_status());
             Arc::new(full)
         })
     }
@@ -89,8 +88,7 @@ struct Entry {
 impl Entry {
     /// [`task_queue::is_claimable`], from the cached hint.
     fn claimable(&self, now: DateTime<Utc>) -> bool {
-        self.claimable_from
-            .is_some_and(|from| from.is_none_or(|t| t <= now))
+        task_queue::claimable_at(self.claimable_from, now)
     }
 }
 

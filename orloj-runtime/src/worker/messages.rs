@@ -900,8 +900,7 @@ impl Worker {
             // Owner-only execution (§5.7).
             if status.claimed_by != *me {
                 // `task` may be this worker's own write, whose status is `status`.
-                let expired = orloj_core::task_queue::claimable_from_status(&task, &status)
-                    .is_some_and(|from| from.is_none_or(|t| t <= now));
+                let expired = orloj_core::task_queue::is_claimable_status(&task, &status, now);
                 if !expired {
                     // The holder is alive and has its own delivery; if it dies, whoever takes
                     // the lease over republishes the open messages.

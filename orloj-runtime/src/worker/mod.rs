@@ -425,7 +425,7 @@ impl Worker {
             "claimedBy": field("claimedBy"),
             "lastError": field("lastError"),
         });
-        self.publish_data(written, transition, message, data);
+        self.publish_data(written, written.phase(), transition, message, data);
     }
 
     /// [`Self::publish`] of a task whose written status is `status`.
@@ -443,12 +443,13 @@ impl Worker {
             "claimedBy": status.claimed_by,
             "lastError": status.last_error,
         });
-        self.publish_data(written, transition, message, data);
+        self.publish_data(written, &status.phase, transition, message, data);
     }
 
     fn publish_data(
         &self,
         written: &Object,
+        phase: &str,
         transition: &str,
         message: &str,
         data: serde_json::Value,
@@ -456,11 +457,6 @@ impl Worker {
         let Some(events) = &self.events else {
             return;
         };
-        let phase = data
-            .get("phase")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_string();
         events.publish(Event {
             id: 0,
             timestamp: self.clock.now(),
