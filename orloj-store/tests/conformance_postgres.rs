@@ -402,22 +402,22 @@ async fn task_columns_follow_the_payload_on_every_write() {
     assert_eq!(phase, "waitingapproval");
 }
 
-/// Each write prunes the events that fell out of the retention window, oldest first and a few
-/// at a time, so a store started with a smaller retention than before catches up.
+/// Counts the retained events and the oldest one.
+async fn retained_events(pool: &sqlx::PgPool) -> (i64, Option<i64>) {
+    sqlx::query_as("SELECT count(*), min(revision) FROM store_events")
+        .fetch_one(pool)
+        .await
+        .expect("count events")
+}
+
+/// Each write prunes the event it pushed out of the retention window; a store started with a
+/// smaller retention than before sweeps the events between the two windows when it connects.
 #[tokio::test]
 async fn writes_prune_events_outside_the_window_even_after_the_retention_shrank() {
     let Some(db) = TestDb::create().await else {
         return;
     };
     let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
-    let count = || async {
-        let (n, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT count(*), min(revision) FROM store_events")
-                .fetch_one(&pool)
-                .await
-                .expect("count events");
-        (n, oldest)
-    };
     let wide = PostgresStore::connect(&db.url, options(Some(30)), clock())
         .await
         .expect("connect");
@@ -426,21 +426,81 @@ async fn writes_prune_events_outside_the_window_even_after_the_retention_shrank(
             .await
             .expect("create");
     }
-    assert_eq!(count().await, (30, Some(11)), "the last 30 of 40 writes");
+    assert_eq!(
+        retained_events(&pool).await,
+        (30, Some(11)),
+        "the last 30 of 40 writes"
+    );
     wide.close().await;
 
     let narrow = PostgresStore::connect(&db.url, options(Some(5)), clock())
         .await
         .expect("connect");
+    assert_eq!(
+        retained_events(&pool).await,
+        (5, Some(36)),
+        "swept on connect"
+    );
     narrow
         .create(Object::new(Kind::Agent, "ns", "b00"))
         .await
         .expect("create");
-    // 31 events, 16 pruned by this write: the oldest go first.
-    assert_eq!(count().await, (15, Some(27)));
-    narrow
-        .create(Object::new(Kind::Agent, "ns", "b01"))
+    assert_eq!(retained_events(&pool).await, (5, Some(37)));
+}
+
+/// Stores with different retentions share a database: the events one store's writes left
+/// below the narrower window are swept after a while of writes, not kept forever.
+#[tokio::test]
+async fn events_missed_by_the_bounded_prune_are_swept() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    let narrow = PostgresStore::connect(&db.url, options(Some(5)), clock())
+        .await
+        .expect("connect");
+    let wide = PostgresStore::connect(&db.url, options(Some(100)), clock())
+        .await
+        .expect("connect");
+    for i in 0..40 {
+        wide.create(Object::new(Kind::Agent, "ns", &format!("a{i:02}")))
+            .await
+            .expect("create");
+    }
+    let mut agent = narrow
+        .create(Object::new(Kind::Agent, "ns", "b"))
         .await
         .expect("create");
-    assert_eq!(count().await, (5, Some(38)), "caught up with the window");
+    // Revision 41 pruned 21..=36; 1..=20 lie below every later write's range.
+    assert_eq!(retained_events(&pool).await, (25, Some(1)));
+    // They are still there, but the log has a hole after them: resuming from one is Gone, and
+    // the marker says where the unbroken log starts.
+    for store in [&narrow, &wide] {
+        let resumed = store.watch(None, Some(10)).await.err().map(|e| e.kind());
+        assert_eq!(resumed, Some(ErrorKind::Gone), "resuming below the window");
+        assert!(
+            store.watch(None, Some(36)).await.is_ok(),
+            "resuming inside it"
+        );
+        let marker = store.change_marker(&[Kind::Agent]).await.expect("marker");
+        assert_eq!(marker.map(|m| m.oldest_retained), Some(37));
+    }
+    // The narrow store's 1024th write sweeps them (in the background).
+    for i in 1..1024 {
+        agent.spec = json!({ "prompt": format!("version {i}") });
+        agent = narrow.update(agent).await.expect("update");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (count, oldest) = retained_events(&pool).await;
+        if count == 5 {
+            assert_eq!(oldest, Some(1064 - 4), "the last five of 1064 writes");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events outside the window were not swept: {count} retained"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -18,11 +18,13 @@
 //! Every write runs in a transaction that first locks the row (`SELECT … FOR UPDATE`), applies
 //! the same [`versioning`] rules as [`MemoryStore`](crate::MemoryStore), then in one statement
 //! writes the row, increments the singleton `store_revision` row, appends to `store_events` (the
-//! payload the write returned) and prunes the oldest events outside the window (a few per write,
-//! by an ordered index scan). The `store_revision` row lock serializes writers until commit, so
-//! revisions commit in order; it is taken after the row is written, so writers wait on each
-//! other only for the event and the commit (migration 0007). Rows carry a `write_order` from a
-//! sequence instead of the revision: the claim order. Time comes from the injected [`Clock`].
+//! payload the write returned) and prunes the event it pushed out of the retention window (a
+//! short index range; the row's `pruned_through` says where the retained events start, and a
+//! sweep every [`CATCH_UP_EVERY`] writes deletes what the ranges missed). The `store_revision`
+//! row lock serializes writers until commit, so revisions commit in order; it is taken after
+//! the row is written, so writers wait on each other only for the event and the commit
+//! (migration 0007). Rows carry a `write_order` from a sequence instead of the revision: the
+//! claim order. Time comes from the injected [`Clock`].
 //! A status write that names the version it starts from ([`Store::update_status_of`]) needs no
 //! transaction: one statement locks the row only while it still has that version.
 //!
@@ -66,6 +68,7 @@ use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -83,6 +86,11 @@ const EVENT_PAGE: i64 = 256;
 const MAX_CLAIM_CANDIDATES: usize = 16;
 /// How often an upsert that lost a create race is retried.
 const UPSERT_ATTEMPTS: usize = 3;
+/// Every this many writes, a store sweeps events its writes' bounded prune missed
+/// ([`sql::CATCH_UP`]); it also sweeps when it connects.
+const CATCH_UP_EVERY: u64 = 1024;
+/// How many events one sweep deletes at most.
+const CATCH_UP_BATCH: i64 = 1024;
 
 /// Connection-pool and behaviour settings for [`PostgresStore`].
 #[derive(Debug, Clone)]
@@ -132,6 +140,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     options: PostgresOptions,
     notifier: OnceLock<Notifier>,
+    /// Writes since the store was made, for [`CATCH_UP_EVERY`].
+    writes: AtomicU64,
 }
 
 /// The LISTEN task, the revision it last heard of and a count of claimable-task signals.
@@ -197,7 +207,11 @@ impl PostgresStore {
             .await
             .map_err(|e| error::map(e).context("connecting to postgres"))?;
         Self::migrate(&pool).await?;
-        Ok(Self::from_pool(pool, options, clock))
+        let store = Self::from_pool(pool, options, clock);
+        // A store started with a smaller retention than the one before leaves the events
+        // between the two windows to this sweep.
+        while store.catch_up().await? == CATCH_UP_BATCH {}
+        Ok(store)
     }
 
     /// Wraps an existing pool. The schema must already be migrated ([`Self::migrate`]).
@@ -208,6 +222,7 @@ impl PostgresStore {
                 clock,
                 options,
                 notifier: OnceLock::new(),
+                writes: AtomicU64::new(0),
             }),
         }
     }
@@ -221,6 +236,22 @@ impl PostgresStore {
             }
             other => Error::internal(format!("applying migrations: {other}")),
         })
+    }
+
+    /// Deletes up to [`CATCH_UP_BATCH`] events outside the retention window that the writes'
+    /// own prune missed; returns how many.
+    async fn catch_up(&self) -> Result<i64> {
+        sqlx::query_scalar(sql::CATCH_UP)
+            .bind(self.retention())
+            .bind(CATCH_UP_BATCH)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| error::map(e).context("pruning store events"))
+    }
+
+    /// [`PostgresOptions::event_retention`] as the statements bind it.
+    fn retention(&self) -> i64 {
+        i64::try_from(self.inner.options.event_retention.max(1)).unwrap_or(i64::MAX)
     }
 
     /// The connection pool.
@@ -324,8 +355,6 @@ impl PostgresStore {
             (Write::Status, Some(_)) => &statements.update_status_if_version,
             (Write::Delete, _) => &statements.delete,
         };
-        let retention =
-            i64::try_from(self.inner.options.event_retention.max(1)).unwrap_or(i64::MAX);
         let mut query = sqlx::query(sql::q(statement))
             .bind(object.key())
             .bind(Json(object))
@@ -333,7 +362,7 @@ impl PostgresStore {
             .bind(object.kind.as_str())
             .bind(object.namespace())
             .bind(object.name())
-            .bind(retention);
+            .bind(self.retention());
         if object.kind == Kind::Task && !matches!(op, Write::Delete) {
             let c = task_columns(object);
             query = query
@@ -359,6 +388,16 @@ impl PostgresStore {
         let Some(row) = query.fetch_optional(conn).await? else {
             return Ok(None);
         };
+        if self.inner.writes.fetch_add(1, Ordering::Relaxed) % CATCH_UP_EVERY == CATCH_UP_EVERY - 1
+        {
+            // Not on `conn`: it may be in a transaction, which a failed sweep would abort.
+            let store = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.catch_up().await {
+                    tracing::debug!(error = %e, "sweeping events outside the retention window failed");
+                }
+            });
+        }
         let revision = to_u64(row.try_get(0)?);
         let marker = match marker_kinds {
             Some(_) => Some(marker((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))),
@@ -476,7 +515,7 @@ impl PostgresStore {
     }
 
     async fn head(&self) -> Result<(u64, Option<u64>)> {
-        let (current, oldest): (i64, Option<i64>) = sqlx::query_as(sql::HEAD)
+        let (current, oldest): (i64, Option<i64>) = sqlx::query_as(sql::q(&sql::HEAD))
             .fetch_one(&self.inner.pool)
             .await
             .map_err(error::map)?;
@@ -494,7 +533,7 @@ fn marker((revision, oldest, latest): (i64, Option<i64>, Option<i64>)) -> Change
     ChangeMarker {
         last_change: latest.map_or(0, to_u64),
         revision,
-        // No retained event: every write up to `revision` was dropped.
+        // Always set since migration 0008; NULL meant that no event was retained.
         oldest_retained: oldest.map_or(revision.saturating_add(1), to_u64),
     }
 }
@@ -665,7 +704,7 @@ impl WatchState {
     }
 
     async fn fill(&mut self) -> Result<()> {
-        let rows: Vec<EventRow> = sqlx::query_as(sql::EVENTS)
+        let rows: Vec<EventRow> = sqlx::query_as(sql::q(&sql::EVENTS))
             .bind(i64::try_from(self.last).unwrap_or(i64::MAX))
             .bind(self.kind.map(Kind::as_str))
             .bind(EVENT_PAGE)
