@@ -329,27 +329,7 @@ async fn task_columns_follow_the_payload_on_every_write() {
     let store = PostgresStore::connect(&db.url, options(None), clock())
         .await
         .expect("connect");
-    let mismatches = || async {
-        sqlx::query_scalar::<_, String>(
-            "SELECT name FROM tasks WHERE NOT ( \
-               namespace = coalesce(nullif(orloj_text(payload -> 'metadata' -> 'namespace'), ''), 'default') \
-               AND status_phase = lower(orloj_text(payload -> 'status' -> 'phase')) \
-               AND spec_hash = orloj_spec_hash(payload -> 'spec') \
-               AND system_ref = orloj_text(payload -> 'spec' -> 'system') \
-               AND mode = lower(btrim(orloj_text(payload -> 'spec' -> 'mode'))) \
-               AND priority = orloj_text(payload -> 'spec' -> 'priority') \
-               AND assigned_worker = orloj_text(payload -> 'status' -> 'assignedWorker') \
-               AND claimed_by = orloj_text(payload -> 'status' -> 'claimedBy') \
-               AND req_region = lower(btrim(orloj_text(payload -> 'spec' -> 'requirements' -> 'region'))) \
-               AND req_gpu = coalesce(payload -> 'spec' -> 'requirements' -> 'gpu' = 'true'::jsonb, false) \
-               AND req_model = lower(btrim(orloj_text(payload -> 'spec' -> 'requirements' -> 'model'))) \
-               AND lease_until IS NOT DISTINCT FROM (payload -> 'status' ->> 'leaseUntil')::timestamptz \
-               AND next_attempt_at IS NOT DISTINCT FROM (payload -> 'status' ->> 'nextAttemptAt')::timestamptz)",
-        )
-        .fetch_all(store.pool())
-        .await
-        .expect("compare columns")
-    };
+    let mismatches = || column_mismatches(store.pool());
     let mut task = Object::new(Kind::Task, "ns", "t");
     task.spec = json!({
         "system": "Sys", "mode": " Run ", "priority": "High",
@@ -400,6 +380,148 @@ async fn task_columns_follow_the_payload_on_every_write() {
         .await
         .expect("phase");
     assert_eq!(phase, "waitingapproval");
+}
+
+/// The tasks whose store-set columns differ from the formulas of the generated columns they
+/// replaced (migration 0006), evaluated by Postgres on the stored payload.
+async fn column_mismatches(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT name FROM tasks WHERE NOT ( \
+           namespace = coalesce(nullif(orloj_text(payload -> 'metadata' -> 'namespace'), ''), 'default') \
+           AND status_phase = lower(orloj_text(payload -> 'status' -> 'phase')) \
+           AND spec_hash = orloj_spec_hash(payload -> 'spec') \
+           AND system_ref = orloj_text(payload -> 'spec' -> 'system') \
+           AND mode = lower(btrim(orloj_text(payload -> 'spec' -> 'mode'))) \
+           AND priority = orloj_text(payload -> 'spec' -> 'priority') \
+           AND assigned_worker = orloj_text(payload -> 'status' -> 'assignedWorker') \
+           AND claimed_by = orloj_text(payload -> 'status' -> 'claimedBy') \
+           AND req_region = lower(btrim(orloj_text(payload -> 'spec' -> 'requirements' -> 'region'))) \
+           AND req_gpu = coalesce(payload -> 'spec' -> 'requirements' -> 'gpu' = 'true'::jsonb, false) \
+           AND req_model = lower(btrim(orloj_text(payload -> 'spec' -> 'requirements' -> 'model'))) \
+           AND lease_until IS NOT DISTINCT FROM (payload -> 'status' ->> 'leaseUntil')::timestamptz \
+           AND next_attempt_at IS NOT DISTINCT FROM (payload -> 'status' ->> 'nextAttemptAt')::timestamptz)",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("compare columns")
+}
+
+/// Version-guarded status writes of many tasks at once, which the store writes several to a
+/// statement: each keeps its own guard, event and revision (no gaps, in the order they were
+/// written) and its columns follow its payload; of two writes racing from one version exactly
+/// one wins; a stale write and a write the database rejects fail alone.
+#[tokio::test]
+async fn concurrent_task_status_writes_keep_their_own_guards_and_events() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.url, options(None), clock())
+        .await
+        .expect("connect");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let mut task = Object::new(Kind::Task, "ns", &format!("t{i:02}"));
+        task.spec = json!({"system": "sys", "requirements": {"region": " EU "}});
+        tasks.push(Arc::new(store.create(task).await.expect("create")));
+    }
+    let head = store.current_revision().await.expect("revision");
+    let mut events = store
+        .watch(Some(Kind::Task), Some(head))
+        .await
+        .expect("watch");
+    let status = |round: usize, i: usize| {
+        json!({"phase": "Running", "claimedBy": format!("w{i}"),
+               "leaseUntil": "2030-01-01T00:00:00Z", "note": format!("round {round}, {i}")})
+    };
+    let kind = |r: &orloj_core::Result<Arc<Object>>| r.as_ref().err().map(|e| e.kind());
+    // What each write wrote, by name and version: what its event must carry.
+    let mut written_objects = std::collections::HashMap::new();
+
+    // Round 1: every task, and a second writer racing the first from task 0's version.
+    let mut writes: Vec<_> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| store.update_status_of(task, status(1, i)))
+        .collect();
+    writes.push(store.update_status_of(&tasks[0], json!({"phase": "Failed"})));
+    let results = futures::future::join_all(writes).await;
+    let race = [kind(&results[0]), kind(&results[40])];
+    assert!(
+        race == [None, Some(ErrorKind::Conflict)] || race == [Some(ErrorKind::Conflict), None],
+        "exactly one of two racing writes wins: {race:?}"
+    );
+    for (i, result) in results.iter().enumerate().take(40).skip(1) {
+        let written = result.as_ref().expect("written");
+        assert_eq!(written.metadata.resource_version, "2");
+        assert_eq!(written.status, status(1, i));
+        tasks[i] = Arc::clone(written);
+    }
+    tasks[0] = Arc::new(store.get(Kind::Task, "ns", "t00").await.expect("get"));
+    for task in &tasks {
+        written_objects.insert((task.name().to_string(), "2".to_string()), (**task).clone());
+    }
+
+    // Round 2: a stale version and a status Postgres refuses (NUL in jsonb text) among writes
+    // that hold.
+    let mut stale = (*tasks[1]).clone();
+    stale.metadata.resource_version = "1".into();
+    let writes: Vec<_> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| match i {
+            1 => store.update_status_of(&stale, status(2, i)),
+            2 => store.update_status_of(task, json!({"phase": "Running", "note": "\u{0}"})),
+            _ => store.update_status_of(task, status(2, i)),
+        })
+        .collect();
+    let results = futures::future::join_all(writes).await;
+    assert_eq!(
+        kind(&results[1]),
+        Some(ErrorKind::Conflict),
+        "stale version"
+    );
+    assert!(results[2].is_err(), "a status Postgres rejects");
+    assert_ne!(kind(&results[2]), Some(ErrorKind::Conflict));
+    for (i, result) in results.iter().enumerate() {
+        let stored = store
+            .get(Kind::Task, "ns", &format!("t{i:02}"))
+            .await
+            .expect("get");
+        if i == 1 || i == 2 {
+            assert_eq!(stored, *tasks[i], "t{i:02} changed");
+        } else {
+            assert_eq!(
+                result.as_ref().expect("written").metadata.resource_version,
+                "3"
+            );
+            assert_eq!(stored.status, status(2, i));
+            written_objects.insert((stored.name().to_string(), "3".to_string()), stored);
+        }
+    }
+    assert_eq!(column_mismatches(store.pool()).await, Vec::<String>::new());
+
+    // 40 + 38 writes: one event each, revisions without gaps.
+    let mut seen = Vec::new();
+    while seen.len() < 78 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("event");
+        let key = (
+            event.object.name().to_string(),
+            event.object.metadata.resource_version.clone(),
+        );
+        assert_eq!(
+            Some(&event.object),
+            written_objects.get(&key),
+            "event of {key:?}"
+        );
+        seen.push(event.revision);
+    }
+    let expected: Vec<u64> = (head + 1..=head + 78).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(store.current_revision().await.expect("revision"), head + 78);
 }
 
 /// Counts the retained events and the oldest one.

@@ -26,7 +26,9 @@
 //! (migration 0007). Rows carry a `write_order` from a sequence instead of the revision: the
 //! claim order. Time comes from the injected [`Clock`].
 //! A status write that names the version it starts from ([`Store::update_status_of`]) needs no
-//! transaction: one statement locks the row only while it still has that version.
+//! transaction: one statement locks the row only while it still has that version. For tasks,
+//! such writes pass through one writer (`status_batch`) that sends those waiting while its last
+//! statement ran in a single statement: one revision lock and one commit for all of them.
 //!
 //! [`Store::change_marker`] reads the latest retained event of the kinds asked about, the
 //! current revision and the oldest retained one in one statement.
@@ -52,6 +54,7 @@
 pub mod auth;
 mod error;
 mod sql;
+mod status_batch;
 
 use crate::versioning;
 use async_trait::async_trait;
@@ -71,7 +74,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::WatchStream;
 
@@ -141,7 +144,9 @@ struct Inner {
     options: PostgresOptions,
     notifier: OnceLock<Notifier>,
     /// Writes since the store was made, for [`CATCH_UP_EVERY`].
-    writes: AtomicU64,
+    writes: Arc<AtomicU64>,
+    /// Version-guarded task status writes go through it (started by the first one).
+    status_batcher: OnceLock<mpsc::UnboundedSender<status_batch::StatusWrite>>,
 }
 
 /// The LISTEN task, the revision it last heard of and a count of claimable-task signals.
@@ -210,7 +215,7 @@ impl PostgresStore {
         let store = Self::from_pool(pool, options, clock);
         // A store started with a smaller retention than the one before leaves the events
         // between the two windows to this sweep.
-        while store.catch_up().await? == CATCH_UP_BATCH {}
+        while catch_up(store.pool(), store.retention()).await? == CATCH_UP_BATCH {}
         Ok(store)
     }
 
@@ -222,7 +227,8 @@ impl PostgresStore {
                 clock,
                 options,
                 notifier: OnceLock::new(),
-                writes: AtomicU64::new(0),
+                writes: Arc::new(AtomicU64::new(0)),
+                status_batcher: OnceLock::new(),
             }),
         }
     }
@@ -236,17 +242,6 @@ impl PostgresStore {
             }
             other => Error::internal(format!("applying migrations: {other}")),
         })
-    }
-
-    /// Deletes up to [`CATCH_UP_BATCH`] events outside the retention window that the writes'
-    /// own prune missed; returns how many.
-    async fn catch_up(&self) -> Result<i64> {
-        sqlx::query_scalar(sql::CATCH_UP)
-            .bind(self.retention())
-            .bind(CATCH_UP_BATCH)
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|e| error::map(e).context("pruning store events"))
     }
 
     /// [`PostgresOptions::event_retention`] as the statements bind it.
@@ -343,67 +338,22 @@ impl PostgresStore {
         expected_version: Option<&str>,
         marker_kinds: Option<&[&str]>,
     ) -> std::result::Result<Option<(u64, Option<ChangeMarker>)>, sqlx::Error> {
-        let statements = sql::for_kind(object.kind);
-        let marker_kinds =
-            marker_kinds.filter(|_| matches!((op, expected_version), (Write::Status, None)));
-        let statement = match (op, expected_version) {
-            (Write::Insert, _) => &statements.insert,
-            (Write::Update, None) => &statements.update,
-            (Write::Update, Some(_)) => &statements.update_if_version,
-            (Write::Status, None) if marker_kinds.is_some() => &statements.update_status_marked,
-            (Write::Status, None) => &statements.update_status,
-            (Write::Status, Some(_)) => &statements.update_status_if_version,
-            (Write::Delete, _) => &statements.delete,
-        };
-        let mut query = sqlx::query(sql::q(statement))
-            .bind(object.key())
-            .bind(Json(object))
-            .bind(now)
-            .bind(object.kind.as_str())
-            .bind(object.namespace())
-            .bind(object.name())
-            .bind(self.retention());
-        if object.kind == Kind::Task && !matches!(op, Write::Delete) {
-            let c = task_columns(object);
-            query = query
-                .bind(c.lease_until)
-                .bind(c.next_attempt_at)
-                .bind(c.status_phase)
-                .bind(c.system_ref)
-                .bind(c.mode)
-                .bind(c.priority)
-                .bind(c.assigned_worker)
-                .bind(c.claimed_by)
-                .bind(c.req_region)
-                .bind(c.req_gpu)
-                .bind(c.req_model);
-        }
-        if let Some(version) = expected_version {
-            let created = serde_json::to_value(object.metadata.created_at).unwrap_or(Value::Null);
-            query = query.bind(version).bind(Json(created));
-        }
-        if let Some(kinds) = marker_kinds {
-            query = query.bind(kinds.to_vec());
-        }
-        let Some(row) = query.fetch_optional(conn).await? else {
-            return Ok(None);
-        };
-        if self.inner.writes.fetch_add(1, Ordering::Relaxed) % CATCH_UP_EVERY == CATCH_UP_EVERY - 1
-        {
+        let retention = self.retention();
+        let written = write_row(
+            conn,
+            retention,
+            op,
+            object,
+            now,
+            expected_version,
+            marker_kinds,
+        )
+        .await?;
+        if written.is_some() {
             // Not on `conn`: it may be in a transaction, which a failed sweep would abort.
-            let store = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.catch_up().await {
-                    tracing::debug!(error = %e, "sweeping events outside the retention window failed");
-                }
-            });
+            count_writes(&self.inner.pool, retention, &self.inner.writes, 1);
         }
-        let revision = to_u64(row.try_get(0)?);
-        let marker = match marker_kinds {
-            Some(_) => Some(marker((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))),
-            None => None,
-        };
-        Ok(Some((revision, marker)))
+        Ok(written)
     }
 
     /// Locks an existing object, lets `change` turn it into what `op` writes (its next version,
@@ -501,6 +451,36 @@ impl PostgresStore {
         .await
     }
 
+    fn status_batcher(&self) -> &mpsc::UnboundedSender<status_batch::StatusWrite> {
+        self.inner.status_batcher.get_or_init(|| {
+            let (pool, retention) = (self.inner.pool.clone(), self.retention());
+            let writes = Arc::clone(&self.inner.writes);
+            status_batch::start(self.inner.pool.clone(), retention, move |n| {
+                count_writes(&pool, retention, &writes, n);
+            })
+        })
+    }
+
+    /// Writes `task` (its next version) if the stored task still has `version`, through the
+    /// status batcher; whether it did.
+    async fn write_task_status(
+        &self,
+        task: Arc<Object>,
+        version: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (reply, outcome) = oneshot::channel();
+        let write = status_batch::StatusWrite {
+            task,
+            version: version.to_string(),
+            at,
+            reply,
+        };
+        let stopped = || Error::unavailable("the store's status writer has stopped");
+        self.status_batcher().send(write).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?.map_err(error::map)
+    }
+
     fn notifier(&self) -> &Notifier {
         self.inner.notifier.get_or_init(|| {
             let (latest_tx, latest) = watch::channel(0);
@@ -525,6 +505,98 @@ impl PostgresStore {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// [`PostgresStore::write_if`] with the store's event `retention`. With `marker_kinds` (a status
+/// write without an expected version), the statement also reads a [`ChangeMarker`] of those kinds, in its own snapshot: one
+/// taken after every lock the transaction holds, so everything committed before the row
+/// was locked is before the marker.
+async fn write_row(
+    conn: &mut PgConnection,
+    retention: i64,
+    op: Write,
+    object: &Object,
+    now: DateTime<Utc>,
+    expected_version: Option<&str>,
+    marker_kinds: Option<&[&str]>,
+) -> std::result::Result<Option<(u64, Option<ChangeMarker>)>, sqlx::Error> {
+    let statements = sql::for_kind(object.kind);
+    let marker_kinds =
+        marker_kinds.filter(|_| matches!((op, expected_version), (Write::Status, None)));
+    let statement = match (op, expected_version) {
+        (Write::Insert, _) => &statements.insert,
+        (Write::Update, None) => &statements.update,
+        (Write::Update, Some(_)) => &statements.update_if_version,
+        (Write::Status, None) if marker_kinds.is_some() => &statements.update_status_marked,
+        (Write::Status, None) => &statements.update_status,
+        (Write::Status, Some(_)) => &statements.update_status_if_version,
+        (Write::Delete, _) => &statements.delete,
+    };
+    let mut query = sqlx::query(sql::q(statement))
+        .bind(object.key())
+        .bind(Json(object))
+        .bind(now)
+        .bind(object.kind.as_str())
+        .bind(object.namespace())
+        .bind(object.name())
+        .bind(retention);
+    if object.kind == Kind::Task && !matches!(op, Write::Delete) {
+        let c = task_columns(object);
+        query = query
+            .bind(c.lease_until)
+            .bind(c.next_attempt_at)
+            .bind(c.status_phase)
+            .bind(c.system_ref)
+            .bind(c.mode)
+            .bind(c.priority)
+            .bind(c.assigned_worker)
+            .bind(c.claimed_by)
+            .bind(c.req_region)
+            .bind(c.req_gpu)
+            .bind(c.req_model);
+    }
+    if let Some(version) = expected_version {
+        let created = serde_json::to_value(object.metadata.created_at).unwrap_or(Value::Null);
+        query = query.bind(version).bind(Json(created));
+    }
+    if let Some(kinds) = marker_kinds {
+        query = query.bind(kinds.to_vec());
+    }
+    let Some(row) = query.fetch_optional(conn).await? else {
+        return Ok(None);
+    };
+    let revision = to_u64(row.try_get(0)?);
+    let marker = match marker_kinds {
+        Some(_) => Some(marker((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))),
+        None => None,
+    };
+    Ok(Some((revision, marker)))
+}
+
+/// Deletes up to [`CATCH_UP_BATCH`] events outside a retention window of `retention` that
+/// the writes' own prune missed; returns how many.
+async fn catch_up(pool: &PgPool, retention: i64) -> Result<i64> {
+    sqlx::query_scalar(sql::CATCH_UP)
+        .bind(retention)
+        .bind(CATCH_UP_BATCH)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| error::map(e).context("pruning store events"))
+}
+
+/// Adds `n` to the store's `writes`, and starts a sweep ([`catch_up`]) whenever the count
+/// passes a multiple of [`CATCH_UP_EVERY`].
+fn count_writes(pool: &PgPool, retention: i64, writes: &AtomicU64, n: u64) {
+    let before = writes.fetch_add(n, Ordering::Relaxed);
+    if before / CATCH_UP_EVERY == (before + n) / CATCH_UP_EVERY {
+        return;
+    }
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Err(e) = catch_up(&pool, retention).await {
+            tracing::debug!(error = %e, "sweeping events outside the retention window failed");
+        }
+    });
 }
 
 /// A [`ChangeMarker`] from the columns `sql::CHANGE_MARKER` reads.
@@ -905,16 +977,22 @@ impl Store for PostgresStore {
         }
         self.timed("update status", async {
             let now = self.inner.clock.now();
-            let updated = versioning::prepare_status(current, None, status)?;
-            let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
-            // One statement: lock the row if it still has `version`, bump, record, write.
-            let written = self
-                .write_if(&mut conn, Write::Status, &updated, now, Some(version))
-                .await
-                .map_err(error::map)?;
+            let updated = Arc::new(versioning::prepare_status(current, None, status)?);
+            // One statement: lock the row if it still has `version`, bump, record, write
+            // (tasks: with the other tasks' writes waiting at the time).
+            let written = if updated.kind == Kind::Task {
+                self.write_task_status(Arc::clone(&updated), version, now)
+                    .await?
+            } else {
+                let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
+                self.write_if(&mut conn, Write::Status, &updated, now, Some(version))
+                    .await
+                    .map_err(error::map)?
+                    .is_some()
+            };
             match written {
-                Some(_) => Ok(Arc::new(updated)),
-                None => {
+                true => Ok(updated),
+                false => {
                     // Gone, or written meanwhile: say which.
                     let stored = self
                         .get(current.kind, current.namespace(), current.name())

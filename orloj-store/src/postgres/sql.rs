@@ -330,3 +330,69 @@ pub(crate) const TASK_LOGS: &str = "SELECT entry FROM \
 
 /// Whether task $1 exists.
 pub(crate) const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE name = $1)";
+
+/// The SQL array type of each of [`TASK_COLUMNS`].
+fn task_column_type(column: &str) -> &'static str {
+    match column {
+        "lease_until" | "next_attempt_at" => "timestamptz",
+        "req_gpu" => "bool",
+        _ => "text",
+    }
+}
+
+/// Version-guarded status writes of several tasks in one statement (the store's status
+/// batcher): the `update_status_if_version` of each input row, one store revision bump for all
+/// of them, an event each, in input order. Parameters are arrays with one element per write:
+/// $1 keys, $2 payloads, $3 times, $4 namespaces, $5 names, $6 to $16 [`TASK_COLUMNS`], $17
+/// expected resourceVersions, $18 expected createdAt (jsonb); $19 is the event retention.
+/// Returns the 1-based position of each input row that was written.
+///
+/// Rows are locked in name order, so two batches cannot deadlock on each other; two inputs for
+/// one task that both expect its version (a race) update it once, and the other is not
+/// returned.
+pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
+    let columns = TASK_COLUMNS.join(", ");
+    let params = TASK_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(n, c)| format!(", ${}::{}[]", n + 6, task_column_type(c)))
+        .collect::<String>();
+    let set_columns = TASK_COLUMNS
+        .iter()
+        .map(|c| format!(", {c} = i.{c}"))
+        .collect::<String>();
+    let expected = 6 + TASK_COLUMNS.len();
+    let (version, created, retention) = (expected, expected + 1, expected + 2);
+    Arc::from(format!(
+        "WITH i AS (SELECT * FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[], $4::text[], \
+                    $5::text[]{params}, ${version}::text[], ${created}::jsonb[]) \
+                WITH ORDINALITY AS i(key, payload, written_at, namespace, name, {columns}, version, \
+                                     created, ord)), \
+         cur AS (SELECT i.ord FROM tasks t JOIN i ON t.name = i.key \
+                 WHERE t.payload -> 'metadata' ->> 'resourceVersion' = i.version \
+                   AND coalesce(t.payload -> 'metadata' -> 'createdAt', 'null'::jsonb) = i.created \
+                 ORDER BY t.name FOR NO KEY UPDATE OF t), \
+         w AS (UPDATE tasks t SET payload = i.payload, \
+                 write_order = CASE WHEN t.status_phase = i.status_phase THEN t.write_order \
+                                    ELSE {NEXT_WRITE_ORDER} END, \
+                 updated_at = i.written_at, namespace = i.namespace{set_columns} \
+               FROM i JOIN cur ON cur.ord = i.ord WHERE t.name = i.key \
+               RETURNING i.ord, i.namespace, i.name, i.written_at, t.payload), \
+         n AS (SELECT count(*) AS written FROM w), \
+         rev AS (UPDATE store_revision SET revision = revision + (SELECT written FROM n), \
+                     pruned_through = greatest(pruned_through, \
+                                               revision + (SELECT written FROM n) - ${retention}) \
+                 WHERE EXISTS (SELECT 1 FROM w) RETURNING revision), \
+         numbered AS (SELECT w.*, rev.revision - (SELECT written FROM n) \
+                                  + row_number() OVER (ORDER BY w.ord) AS revision \
+                      FROM w, rev), \
+         pruned AS (DELETE FROM store_events \
+             WHERE revision <= (SELECT revision FROM rev) - ${retention} \
+               AND revision > (SELECT revision FROM rev) - ${retention} \
+                              - (SELECT written FROM n) - {PRUNE_RANGE}), \
+         ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
+                SELECT revision, '{task}', namespace, name, 'updated', payload, written_at FROM numbered) \
+         SELECT ord FROM w",
+        task = Kind::Task.as_str(),
+    ))
+});
