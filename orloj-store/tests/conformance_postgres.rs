@@ -524,6 +524,104 @@ async fn concurrent_task_status_writes_keep_their_own_guards_and_events() {
     assert_eq!(store.current_revision().await.expect("revision"), head + 78);
 }
 
+/// Creates of many tasks at once, which the store writes several to a statement: each created
+/// task gets its own `added` event and revision (no gaps), its columns follow its payload; of
+/// two creates of one name exactly one wins, a create of an existing task and a create the
+/// database rejects fail alone.
+#[tokio::test]
+async fn concurrent_task_creates_keep_their_own_events() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.url, options(None), clock())
+        .await
+        .expect("connect");
+    let task = |name: &str, note: &str| {
+        let mut task = Object::new(Kind::Task, "ns", name);
+        task.spec = json!({"system": "sys", "mode": " Run ", "input": {"note": note},
+                           "requirements": {"region": " EU ", "gpu": true}});
+        task
+    };
+    let existing = store.create(task("t00", "first")).await.expect("create");
+    let head = store.current_revision().await.expect("revision");
+    let mut events = store
+        .watch(Some(Kind::Task), Some(head))
+        .await
+        .expect("watch");
+    let kind = |r: &orloj_core::Result<Object>| r.as_ref().err().map(|e| e.kind());
+
+    // Round 1: 40 new tasks, t05 twice.
+    let mut creates: Vec<_> = (1..=40)
+        .map(|i| store.create(task(&format!("t{i:02}"), "round 1")))
+        .collect();
+    creates.push(store.create(task("t05", "again")));
+    let results = futures::future::join_all(creates).await;
+    let twice = [kind(&results[4]), kind(&results[40])];
+    assert!(
+        twice == [None, Some(ErrorKind::Conflict)] || twice == [Some(ErrorKind::Conflict), None],
+        "exactly one of two creates of a name wins: {twice:?}"
+    );
+    let mut created = std::collections::HashMap::new();
+    for result in results.into_iter().flatten() {
+        assert_eq!(result.metadata.resource_version, "1");
+        created.insert(result.name().to_string(), result);
+    }
+    assert_eq!(created.len(), 40);
+
+    // Round 2: an existing task and a spec Postgres refuses (NUL in jsonb text) among new ones.
+    let creates: Vec<_> = (41..=60)
+        .map(|i| match i {
+            41 => store.create(task("t00", "again")),
+            42 => store.create(task("t42", "\u{0}")),
+            _ => store.create(task(&format!("t{i:02}"), "round 2")),
+        })
+        .collect();
+    let results = futures::future::join_all(creates).await;
+    assert_eq!(
+        kind(&results[0]),
+        Some(ErrorKind::Conflict),
+        "exists already"
+    );
+    assert!(results[1].is_err(), "a spec Postgres rejects");
+    assert_ne!(kind(&results[1]), Some(ErrorKind::Conflict));
+    assert_eq!(
+        store.get(Kind::Task, "ns", "t00").await.expect("get"),
+        existing,
+        "an existing task is left alone"
+    );
+    let missing = store
+        .get(Kind::Task, "ns", "t42")
+        .await
+        .err()
+        .map(|e| e.kind());
+    assert_eq!(missing, Some(ErrorKind::NotFound));
+    for result in results.into_iter().skip(2) {
+        let result = result.expect("created");
+        created.insert(result.name().to_string(), result);
+    }
+    assert_eq!(created.len(), 58);
+    for (name, object) in &created {
+        let stored = store.get(Kind::Task, "ns", name).await.expect("get");
+        assert_eq!(&stored, object);
+    }
+    assert_eq!(column_mismatches(store.pool()).await, Vec::<String>::new());
+
+    let mut seen = Vec::new();
+    while seen.len() < created.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("event");
+        assert_eq!(event.event_type, orloj_core::WatchEventType::Added);
+        assert_eq!(Some(&event.object), created.get(event.object.name()));
+        seen.push(event.revision);
+    }
+    let expected: Vec<u64> = (head + 1..=head + 58).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(store.current_revision().await.expect("revision"), head + 58);
+}
+
 /// Counts the retained events and the oldest one.
 async fn retained_events(pool: &sqlx::PgPool) -> (i64, Option<i64>) {
     sqlx::query_as("SELECT count(*), min(revision) FROM store_events")

@@ -27,8 +27,9 @@
 //! claim order. Time comes from the injected [`Clock`].
 //! A status write that names the version it starts from ([`Store::update_status_of`]) needs no
 //! transaction: one statement locks the row only while it still has that version. For tasks,
-//! such writes pass through one writer (`status_batch`) that sends those waiting while its last
-//! statement ran in a single statement: one revision lock and one commit for all of them.
+//! such writes, and creates, pass through a writer (`task_batch`) that sends those waiting
+//! while its last statement ran in a single statement: one revision lock and one commit for
+//! all of them.
 //!
 //! [`Store::change_marker`] reads the latest retained event of the kinds asked about, the
 //! current revision and the oldest retained one in one statement.
@@ -54,7 +55,7 @@
 pub mod auth;
 mod error;
 mod sql;
-mod status_batch;
+mod task_batch;
 
 use crate::versioning;
 use async_trait::async_trait;
@@ -145,8 +146,10 @@ struct Inner {
     notifier: OnceLock<Notifier>,
     /// Writes since the store was made, for [`CATCH_UP_EVERY`].
     writes: Arc<AtomicU64>,
+    /// Task creates go through it (started by the first one).
+    create_batcher: OnceLock<mpsc::UnboundedSender<task_batch::TaskWrite>>,
     /// Version-guarded task status writes go through it (started by the first one).
-    status_batcher: OnceLock<mpsc::UnboundedSender<status_batch::StatusWrite>>,
+    status_batcher: OnceLock<mpsc::UnboundedSender<task_batch::TaskWrite>>,
 }
 
 /// The LISTEN task, the revision it last heard of and a count of claimable-task signals.
@@ -228,6 +231,7 @@ impl PostgresStore {
                 options,
                 notifier: OnceLock::new(),
                 writes: Arc::new(AtomicU64::new(0)),
+                create_batcher: OnceLock::new(),
                 status_batcher: OnceLock::new(),
             }),
         }
@@ -451,33 +455,34 @@ impl PostgresStore {
         .await
     }
 
-    fn status_batcher(&self) -> &mpsc::UnboundedSender<status_batch::StatusWrite> {
-        self.inner.status_batcher.get_or_init(|| {
-            let (pool, retention) = (self.inner.pool.clone(), self.retention());
-            let writes = Arc::clone(&self.inner.writes);
-            status_batch::start(self.inner.pool.clone(), retention, move |n| {
-                count_writes(&pool, retention, &writes, n);
-            })
-        })
-    }
-
-    /// Writes `task` (its next version) if the stored task still has `version`, through the
-    /// status batcher; whether it did.
-    async fn write_task_status(
+    /// Writes `task` through a task batcher: creates it if `expected_version` is `None`, else
+    /// writes it (its next status) if the stored task still has that version. Whether it did.
+    async fn write_task(
         &self,
         task: Arc<Object>,
-        version: &str,
+        expected_version: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<bool> {
+        let batcher = match expected_version {
+            None => &self.inner.create_batcher,
+            Some(_) => &self.inner.status_batcher,
+        };
+        let batcher = batcher.get_or_init(|| {
+            let (pool, retention) = (self.inner.pool.clone(), self.retention());
+            let writes = Arc::clone(&self.inner.writes);
+            task_batch::start(self.inner.pool.clone(), retention, move |n| {
+                count_writes(&pool, retention, &writes, n);
+            })
+        });
         let (reply, outcome) = oneshot::channel();
-        let write = status_batch::StatusWrite {
+        let write = task_batch::TaskWrite {
             task,
-            version: version.to_string(),
             at,
+            expected_version: expected_version.map(str::to_string),
             reply,
         };
-        let stopped = || Error::unavailable("the store's status writer has stopped");
-        self.status_batcher().send(write).map_err(|_| stopped())?;
+        let stopped = || Error::unavailable("the store's task writer has stopped");
+        batcher.send(write).map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?.map_err(error::map)
     }
 
@@ -878,15 +883,20 @@ impl Store for PostgresStore {
         self.timed("create", async {
             let now = self.inner.clock.now();
             let created = versioning::prepare_create(object, None, now)?;
+            let exists =
+                |o: &Object| Error::conflict(format!("{} \"{}\" already exists", o.kind, o.key()));
+            if created.kind == Kind::Task {
+                let created = Arc::new(created);
+                return match self.write_task(Arc::clone(&created), None, now).await? {
+                    true => Ok(Arc::unwrap_or_clone(created)),
+                    false => Err(exists(&created)),
+                };
+            }
             // One statement, no explicit transaction: the primary key rejects a second create.
             let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
             match self.write(&mut conn, Write::Insert, &created, now).await {
                 Ok(_) => Ok(created),
-                Err(e) if error::is_unique_violation(&e) => Err(Error::conflict(format!(
-                    "{} \"{}\" already exists",
-                    created.kind,
-                    created.key()
-                ))),
+                Err(e) if error::is_unique_violation(&e) => Err(exists(&created)),
                 Err(e) => Err(error::map(e)),
             }
         })
@@ -981,7 +991,7 @@ impl Store for PostgresStore {
             // One statement: lock the row if it still has `version`, bump, record, write
             // (tasks: with the other tasks' writes waiting at the time).
             let written = if updated.kind == Kind::Task {
-                self.write_task_status(Arc::clone(&updated), version, now)
+                self.write_task(Arc::clone(&updated), Some(version), now)
                     .await?
             } else {
                 let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;

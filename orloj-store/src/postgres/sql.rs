@@ -340,44 +340,31 @@ fn task_column_type(column: &str) -> &'static str {
     }
 }
 
-/// Version-guarded status writes of several tasks in one statement (the store's status
-/// batcher): the `update_status_if_version` of each input row, one store revision bump for all
-/// of them, an event each, in input order. Parameters are arrays with one element per write:
-/// $1 keys, $2 payloads, $3 times, $4 namespaces, $5 names, $6 to $16 [`TASK_COLUMNS`], $17
-/// expected resourceVersions, $18 expected createdAt (jsonb); $19 is the event retention.
-/// Returns the 1-based position of each input row that was written.
-///
-/// Rows are locked in name order, so two batches cannot deadlock on each other; two inputs for
-/// one task that both expect its version (a race) update it once, and the other is not
-/// returned.
-pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
+/// A statement writing several tasks (the store's task batchers): `writes`, CTEs over the input
+/// rows `i` that end in `w` (the written rows: `ord, namespace, name, written_at, payload`),
+/// then one store revision bump for all of them and an event each, numbered in input order.
+/// Parameters are arrays with one element per write: $1 keys, $2 payloads, $3 times, $4
+/// namespaces, $5 names, $6 to $16 [`TASK_COLUMNS`], then `extra` (name, element type), then
+/// the event retention. Returns the 1-based position of each input row that was written.
+fn task_batch(extra: &[(&str, &str)], writes: &str, event_type: &str) -> Arc<str> {
     let columns = TASK_COLUMNS.join(", ");
-    let params = TASK_COLUMNS
+    let mut params = TASK_COLUMNS
         .iter()
         .enumerate()
         .map(|(n, c)| format!(", ${}::{}[]", n + 6, task_column_type(c)))
         .collect::<String>();
-    let set_columns = TASK_COLUMNS
-        .iter()
-        .map(|c| format!(", {c} = i.{c}"))
-        .collect::<String>();
-    let expected = 6 + TASK_COLUMNS.len();
-    let (version, created, retention) = (expected, expected + 1, expected + 2);
+    let mut names = String::new();
+    for (n, (name, ty)) in extra.iter().enumerate() {
+        params.push_str(&format!(", ${}::{ty}[]", 6 + TASK_COLUMNS.len() + n));
+        names.push_str(&format!(", {name}"));
+    }
+    let retention = 6 + TASK_COLUMNS.len() + extra.len();
     Arc::from(format!(
         "WITH i AS (SELECT * FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[], $4::text[], \
-                    $5::text[]{params}, ${version}::text[], ${created}::jsonb[]) \
-                WITH ORDINALITY AS i(key, payload, written_at, namespace, name, {columns}, version, \
-                                     created, ord)), \
-         cur AS (SELECT i.ord FROM tasks t JOIN i ON t.name = i.key \
-                 WHERE t.payload -> 'metadata' ->> 'resourceVersion' = i.version \
-                   AND coalesce(t.payload -> 'metadata' -> 'createdAt', 'null'::jsonb) = i.created \
-                 ORDER BY t.name FOR NO KEY UPDATE OF t), \
-         w AS (UPDATE tasks t SET payload = i.payload, \
-                 write_order = CASE WHEN t.status_phase = i.status_phase THEN t.write_order \
-                                    ELSE {NEXT_WRITE_ORDER} END, \
-                 updated_at = i.written_at, namespace = i.namespace{set_columns} \
-               FROM i JOIN cur ON cur.ord = i.ord WHERE t.name = i.key \
-               RETURNING i.ord, i.namespace, i.name, i.written_at, t.payload), \
+                    $5::text[]{params}) \
+                WITH ORDINALITY AS i(key, payload, written_at, namespace, name, {columns}{names}, \
+                                     ord)), \
+         {writes}, \
          n AS (SELECT count(*) AS written FROM w), \
          rev AS (UPDATE store_revision SET revision = revision + (SELECT written FROM n), \
                      pruned_through = greatest(pruned_through, \
@@ -391,8 +378,60 @@ pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
                AND revision > (SELECT revision FROM rev) - ${retention} \
                               - (SELECT written FROM n) - {PRUNE_RANGE}), \
          ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
-                SELECT revision, '{task}', namespace, name, 'updated', payload, written_at FROM numbered) \
+                SELECT revision, '{task}', namespace, name, '{event_type}', payload, written_at \
+                FROM numbered) \
          SELECT ord FROM w",
         task = Kind::Task.as_str(),
     ))
+}
+
+/// Version-guarded status writes of several tasks ([`task_batch`]): the
+/// `update_status_if_version` of each input row. Extra parameters: $17 expected
+/// resourceVersions, $18 expected createdAt (jsonb); $19 the retention.
+///
+/// Rows are locked in name order, so two batches cannot deadlock on each other; two inputs for
+/// one task that both expect its version (a race) update it once, and the other is not
+/// returned.
+pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
+    let set_columns = TASK_COLUMNS
+        .iter()
+        .map(|c| format!(", {c} = i.{c}"))
+        .collect::<String>();
+    task_batch(
+        &[("version", "text"), ("created", "jsonb")],
+        &format!(
+            "cur AS (SELECT i.ord FROM tasks t JOIN i ON t.name = i.key \
+                     WHERE t.payload -> 'metadata' ->> 'resourceVersion' = i.version \
+                       AND coalesce(t.payload -> 'metadata' -> 'createdAt', 'null'::jsonb) \
+                           = i.created \
+                     ORDER BY t.name FOR NO KEY UPDATE OF t), \
+             w AS (UPDATE tasks t SET payload = i.payload, \
+                     write_order = CASE WHEN t.status_phase = i.status_phase THEN t.write_order \
+                                        ELSE {NEXT_WRITE_ORDER} END, \
+                     updated_at = i.written_at, namespace = i.namespace{set_columns} \
+                   FROM i JOIN cur ON cur.ord = i.ord WHERE t.name = i.key \
+                   RETURNING i.ord, i.namespace, i.name, i.written_at, t.payload)"
+        ),
+        "updated",
+    )
+});
+
+/// Creates of several tasks ([`task_batch`]): the `insert` of each input row; $17 is the
+/// retention. A task that exists already is not written (not returned). The keys must differ.
+pub(crate) static TASK_CREATE_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
+    let columns = TASK_COLUMNS.join(", ");
+    task_batch(
+        &[],
+        &format!(
+            "ins AS (INSERT INTO tasks (name, payload, write_order, created_at, updated_at, \
+                                        namespace, spec_hash, {columns}) \
+                     SELECT key, payload, {NEXT_WRITE_ORDER}, written_at, written_at, namespace, \
+                            orloj_spec_hash(payload -> 'spec'), {columns} \
+                     FROM i ORDER BY ord \
+                     ON CONFLICT (name) DO NOTHING RETURNING name, payload), \
+             w AS (SELECT i.ord, i.namespace, i.name, i.written_at, ins.payload \
+                   FROM ins JOIN i ON i.key = ins.name)"
+        ),
+        "added",
+    )
 });
