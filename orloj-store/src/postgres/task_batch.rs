@@ -35,6 +35,16 @@ pub(super) struct TaskWrite {
     pub reply: oneshot::Sender<Result<bool, sqlx::Error>>,
 }
 
+impl TaskWrite {
+    fn answer(self, outcome: Result<bool, sqlx::Error>) {
+        // Let go of the task first: a create's caller takes it back without a copy.
+        let TaskWrite { task, reply, .. } = self;
+        drop(task);
+        // The caller may have given up (its operation timed out).
+        let _ = reply.send(outcome);
+    }
+}
+
 /// Starts a batcher on `pool` for one kind of write (creates, or status writes: a batch never
 /// mixes them); it runs until the returned sender is dropped. `written` is told how many rows
 /// each statement wrote. One statement at a time: a second writer was slower (two batches
@@ -66,8 +76,7 @@ async fn run(
             Ok(outcomes) => {
                 written(outcomes.iter().filter(|w| **w).count() as u64);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    // The caller may have given up (its operation timed out).
-                    let _ = request.reply.send(Ok(outcome));
+                    request.answer(Ok(outcome));
                 }
             }
             Err(()) => {
@@ -78,7 +87,7 @@ async fn run(
                     if let Ok(true) = outcome {
                         written(1);
                     }
-                    let _ = request.reply.send(outcome);
+                    request.answer(outcome);
                 }
             }
         }
