@@ -622,6 +622,42 @@ async fn concurrent_task_creates_keep_their_own_events() {
     assert_eq!(store.current_revision().await.expect("revision"), head + 58);
 }
 
+/// Task writes that find the database gone fail as Unavailable (retryable), batched or not.
+#[tokio::test]
+async fn task_writes_after_the_pool_closed_are_unavailable() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.url, options(None), clock())
+        .await
+        .expect("connect");
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        tasks.push(
+            store
+                .create(Object::new(Kind::Task, "ns", &format!("t{i}")))
+                .await
+                .expect("create"),
+        );
+    }
+    store.close().await;
+    let statuses = tasks
+        .iter()
+        .map(|t| store.update_status_of(t, json!({"phase": "Running"})));
+    let creates = (10..20).map(|i| store.create(Object::new(Kind::Task, "ns", &format!("t{i}"))));
+    let (statuses, creates) = futures::future::join(
+        futures::future::join_all(statuses),
+        futures::future::join_all(creates),
+    )
+    .await;
+    let kinds: Vec<_> = statuses
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| e.kind()))
+        .chain(creates.iter().map(|r| r.as_ref().err().map(|e| e.kind())))
+        .collect();
+    assert_eq!(kinds, vec![Some(ErrorKind::Unavailable); 20]);
+}
+
 /// Counts the retained events and the oldest one.
 async fn retained_events(pool: &sqlx::PgPool) -> (i64, Option<i64>) {
     sqlx::query_as("SELECT count(*), min(revision) FROM store_events")

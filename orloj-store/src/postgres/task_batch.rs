@@ -67,31 +67,45 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcomes = match batch.as_slice() {
+        // A caller that gave up (its operation timed out) was told so: its write is not made.
+        batch.retain(|w| !w.reply.is_closed());
+        let outcome = match batch.as_slice() {
+            [] => continue,
             // Alone, the one-row statement: the batch statement costs twice as much for one.
-            [_] => Err(()),
-            _ => write_batch(&pool, retention, &batch).await.map_err(|_| ()),
-        };
-        match outcomes {
-            Ok(outcomes) => {
-                written(outcomes.iter().filter(|w| **w).count() as u64);
-                for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    request.answer(Ok(outcome));
-                }
-            }
-            Err(()) => {
-                // Alone, or after the batch failed: one write's failure must not fail the
-                // others, so each goes again on its own.
-                for request in batch.drain(..) {
-                    let outcome = write_one(&pool, retention, &request).await;
-                    if let Ok(true) = outcome {
-                        written(1);
+            [_] => Each::Write,
+            _ => match write_batch(&pool, retention, &batch).await {
+                Ok(outcomes) => {
+                    written(outcomes.iter().filter(|w| **w).count() as u64);
+                    for (request, outcome) in batch.drain(..).zip(outcomes) {
+                        request.answer(Ok(outcome));
                     }
-                    request.answer(outcome);
+                    continue;
                 }
+                // The database refused the statement: one of the writes may be to blame.
+                Err(sqlx::Error::Database(_)) => Each::Write,
+                // No connection, or it broke: the one-row statements would fare no better.
+                Err(e) => Each::Fail(e.to_string()),
+            },
+        };
+        for request in batch.drain(..) {
+            let outcome = match &outcome {
+                Each::Write => write_one(&pool, retention, &request).await,
+                Each::Fail(e) => Err(sqlx::Error::Io(std::io::Error::other(e.clone()))),
+            };
+            if let Ok(true) = outcome {
+                written(1);
             }
+            request.answer(outcome);
         }
     }
+}
+
+/// What becomes of each write of a batch not written as one statement.
+enum Each {
+    /// Written on its own, so that one bad write fails alone.
+    Write,
+    /// Fails with this (connection trouble).
+    Fail(String),
 }
 
 /// Writes `request` with the one-row statement.
