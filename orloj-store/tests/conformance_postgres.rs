@@ -501,13 +501,7 @@ async fn concurrent_task_status_writes_keep_their_own_guards_and_events() {
     assert_eq!(column_mismatches(store.pool()).await, Vec::<String>::new());
 
     // 40 + 38 writes: one event each, revisions without gaps.
-    let mut seen = Vec::new();
-    while seen.len() < 78 {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("an event in time")
-            .expect("stream open")
-            .expect("event");
+    for event in events_after(&store, &mut events, head, 78).await {
         let key = (
             event.object.name().to_string(),
             event.object.metadata.resource_version.clone(),
@@ -517,11 +511,31 @@ async fn concurrent_task_status_writes_keep_their_own_guards_and_events() {
             written_objects.get(&key),
             "event of {key:?}"
         );
-        seen.push(event.revision);
     }
-    let expected: Vec<u64> = (head + 1..=head + 78).collect();
-    assert_eq!(seen, expected);
-    assert_eq!(store.current_revision().await.expect("revision"), head + 78);
+}
+
+/// The next `n` events of `events`, which must be revisions `head + 1` to `head + n`, the last
+/// one the store's current revision.
+async fn events_after(
+    store: &PostgresStore,
+    events: &mut futures::stream::BoxStream<'static, orloj_core::Result<orloj_core::WatchEvent>>,
+    head: u64,
+    n: u64,
+) -> Vec<orloj_core::WatchEvent> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("event");
+        seen.push(event);
+    }
+    let revisions: Vec<u64> = seen.iter().map(|e| e.revision).collect();
+    let expected: Vec<u64> = (head + 1..=head + n).collect();
+    assert_eq!(revisions, expected);
+    assert_eq!(store.current_revision().await.expect("revision"), head + n);
+    seen
 }
 
 /// Creates of many tasks at once, which the store writes several to a statement: each created
@@ -606,20 +620,10 @@ async fn concurrent_task_creates_keep_their_own_events() {
     }
     assert_eq!(column_mismatches(store.pool()).await, Vec::<String>::new());
 
-    let mut seen = Vec::new();
-    while seen.len() < created.len() {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("an event in time")
-            .expect("stream open")
-            .expect("event");
+    for event in events_after(&store, &mut events, head, 58).await {
         assert_eq!(event.event_type, orloj_core::WatchEventType::Added);
         assert_eq!(Some(&event.object), created.get(event.object.name()));
-        seen.push(event.revision);
     }
-    let expected: Vec<u64> = (head + 1..=head + 58).collect();
-    assert_eq!(seen, expected);
-    assert_eq!(store.current_revision().await.expect("revision"), head + 58);
 }
 
 /// Task writes that find the database gone fail as Unavailable (retryable), batched or not.
@@ -666,6 +670,23 @@ async fn retained_events(pool: &sqlx::PgPool) -> (i64, Option<i64>) {
         .expect("count events")
 }
 
+/// A store on `url` keeping `retention` events.
+async fn store_keeping(url: &str, retention: usize) -> PostgresStore {
+    PostgresStore::connect(url, options(Some(retention)), clock())
+        .await
+        .expect("connect")
+}
+
+/// Creates agents `a00` to `a{n-1}` in namespace `ns`.
+async fn create_agents(store: &PostgresStore, n: usize) {
+    for i in 0..n {
+        store
+            .create(Object::new(Kind::Agent, "ns", &format!("a{i:02}")))
+            .await
+            .expect("create");
+    }
+}
+
 /// Each write prunes the event it pushed out of the retention window; a store started with a
 /// smaller retention than before sweeps the events between the two windows when it connects.
 #[tokio::test]
@@ -674,14 +695,8 @@ async fn writes_prune_events_outside_the_window_even_after_the_retention_shrank(
         return;
     };
     let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
-    let wide = PostgresStore::connect(&db.url, options(Some(30)), clock())
-        .await
-        .expect("connect");
-    for i in 0..40 {
-        wide.create(Object::new(Kind::Agent, "ns", &format!("a{i:02}")))
-            .await
-            .expect("create");
-    }
+    let wide = store_keeping(&db.url, 30).await;
+    create_agents(&wide, 40).await;
     assert_eq!(
         retained_events(&pool).await,
         (30, Some(11)),
@@ -689,9 +704,7 @@ async fn writes_prune_events_outside_the_window_even_after_the_retention_shrank(
     );
     wide.close().await;
 
-    let narrow = PostgresStore::connect(&db.url, options(Some(5)), clock())
-        .await
-        .expect("connect");
+    let narrow = store_keeping(&db.url, 5).await;
     assert_eq!(
         retained_events(&pool).await,
         (5, Some(36)),
@@ -712,17 +725,9 @@ async fn events_missed_by_the_bounded_prune_are_swept() {
         return;
     };
     let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
-    let narrow = PostgresStore::connect(&db.url, options(Some(5)), clock())
-        .await
-        .expect("connect");
-    let wide = PostgresStore::connect(&db.url, options(Some(100)), clock())
-        .await
-        .expect("connect");
-    for i in 0..40 {
-        wide.create(Object::new(Kind::Agent, "ns", &format!("a{i:02}")))
-            .await
-            .expect("create");
-    }
+    let narrow = store_keeping(&db.url, 5).await;
+    let wide = store_keeping(&db.url, 100).await;
+    create_agents(&wide, 40).await;
     let mut agent = narrow
         .create(Object::new(Kind::Agent, "ns", "b"))
         .await
