@@ -48,9 +48,12 @@
 //! which a status write that keeps the task's phase leaves as it is) with
 //! `FOR UPDATE SKIP LOCKED` (the worker's region/gpu/model/namespace hints are applied in SQL),
 //! re-checks it with [`task_queue::is_claimable`]/[`task_queue::matches_worker`], applies
-//! [`task_queue::apply_claim`] and writes it back in the same transaction.
-//! [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the claim's write statement,
-//! whose snapshot is taken with the task's row locked.
+//! [`task_queue::apply_claim`] and writes it back under a version guard, in autocommit: when
+//! another writer got there first (two workers claiming the same task), the guard fails and the
+//! next candidate is tried. (A transaction around the two would hold the store revision lock,
+//! which the write takes, until its COMMIT came back from the worker.) Rows locked by a write
+//! in flight are skipped. [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the claim's
+//! write statement, whose snapshot is taken after the candidate was read.
 
 pub mod auth;
 mod error;
@@ -404,53 +407,55 @@ impl PostgresStore {
             let kind_names: Option<Vec<&str>> =
                 kinds.map(|kinds| kinds.iter().map(|k| k.as_str()).collect());
             let mut skipped: Vec<String> = Vec::new();
-            let mut tx = self.begin().await?;
-            let result = async {
-                for _ in 0..MAX_CLAIM_CANDIDATES {
-                    let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
-                        .bind(now)
-                        .bind(request.namespace.as_deref())
-                        .bind(&region)
-                        .bind(request.gpu)
-                        .bind(&models)
-                        .bind(&worker)
-                        .bind(&skipped)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(error::map)?;
-                    let Some((Json(mut task),)) = row else {
-                        break;
-                    };
-                    // The SQL filter approximates the rules; the shared functions decide.
-                    if !task_queue::is_claimable(&task, now)
-                        || !task_queue::matches_worker(&task, request)
-                    {
-                        skipped.push(task.key());
-                        continue;
-                    }
-                    task_queue::apply_claim(&mut task, request, now);
-                    versioning::bump(&mut task);
-                    // The write's statement reads the marker: its snapshot is taken with the
-                    // row locked, after any update the lock waited for (the candidate read
-                    // can return a row version newer than its own snapshot).
-                    let written = self
-                        .write_row(
-                            &mut tx,
-                            Write::Status,
-                            &task,
-                            now,
-                            None,
-                            kind_names.as_deref(),
-                        )
-                        .await
-                        .map_err(error::map)?
-                        .ok_or_else(|| error::map(sqlx::Error::RowNotFound))?;
-                    return Ok(Some((task, written.1)));
+            // No transaction: the candidate is read, then written under a version guard. A
+            // transaction held the store revision lock from its write until the COMMIT came
+            // back from this process, a round trip during which every other write waited.
+            let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
+            for _ in 0..MAX_CLAIM_CANDIDATES {
+                let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
+                    .bind(now)
+                    .bind(request.namespace.as_deref())
+                    .bind(&region)
+                    .bind(request.gpu)
+                    .bind(&models)
+                    .bind(&worker)
+                    .bind(&skipped)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(error::map)?;
+                let Some((Json(mut task),)) = row else {
+                    break;
+                };
+                // The SQL filter approximates the rules; the shared functions decide.
+                if !task_queue::is_claimable(&task, now)
+                    || !task_queue::matches_worker(&task, request)
+                {
+                    skipped.push(task.key());
+                    continue;
                 }
-                Ok(None)
+                let read_version = task.metadata.resource_version.clone();
+                task_queue::apply_claim(&mut task, request, now);
+                versioning::bump(&mut task);
+                // The marker is read in the write's snapshot, taken after the candidate was
+                // read: it covers every change committed before the task was created.
+                let written = self
+                    .write_row(
+                        &mut conn,
+                        Write::Status,
+                        &task,
+                        now,
+                        Some(&read_version),
+                        kind_names.as_deref(),
+                    )
+                    .await
+                    .map_err(error::map)?;
+                match written {
+                    Some((_, marker)) => return Ok(Some((task, marker))),
+                    // Written meanwhile (claimed by another worker, cancelled, …).
+                    None => skipped.push(task.key()),
+                }
             }
-            .await;
-            finish(tx, result).await
+            Ok(None)
         })
         .await
     }
@@ -527,13 +532,15 @@ async fn write_row(
 ) -> std::result::Result<Option<(u64, Option<ChangeMarker>)>, sqlx::Error> {
     let statements = sql::for_kind(object.kind);
     let marker_kinds =
-        marker_kinds.filter(|_| matches!((op, expected_version), (Write::Status, None)));
+        marker_kinds.filter(|_| matches!((op, expected_version), (Write::Status, Some(_))));
     let statement = match (op, expected_version) {
         (Write::Insert, _) => &statements.insert,
         (Write::Update, None) => &statements.update,
         (Write::Update, Some(_)) => &statements.update_if_version,
-        (Write::Status, None) if marker_kinds.is_some() => &statements.update_status_marked,
         (Write::Status, None) => &statements.update_status,
+        (Write::Status, Some(_)) if marker_kinds.is_some() => {
+            &statements.update_status_if_version_marked
+        }
         (Write::Status, Some(_)) => &statements.update_status_if_version,
         (Write::Delete, _) => &statements.delete,
     };

@@ -29,10 +29,10 @@ pub(crate) struct KindSql {
     pub update_status: Arc<str>,
     /// `update_if_version` of an object whose spec is unchanged.
     pub update_status_if_version: Arc<str>,
-    /// `update_status` that also returns the [`CHANGE_MARKER`] columns of the kinds in the
-    /// parameter after the task columns ($19 for tasks, $8 otherwise), read in the statement's
-    /// snapshot.
-    pub update_status_marked: Arc<str>,
+    /// `update_status_if_version` that also returns the [`CHANGE_MARKER`] columns of the kinds
+    /// in the parameter after the version guard's ($21 for tasks, $10 otherwise), read in the
+    /// statement's snapshot.
+    pub update_status_if_version_marked: Arc<str>,
     pub delete: Arc<str>,
 }
 
@@ -229,11 +229,14 @@ fn build(kind: Kind) -> KindSql {
             &update_set(&status_set, &status_order, false),
             "updated",
         )),
-        update_status_marked: s(write_statement_returning(
-            "",
-            &update_set(&status_set, &status_order, false),
+        update_status_if_version_marked: s(write_statement_returning(
+            &version_guard,
+            &update_set(&status_set, &status_order, true),
             "updated",
-            &format!("revision, {}", marker_columns(&format!("${first_guard}"))),
+            &format!(
+                "revision, {}",
+                marker_columns(&format!("${}", first_guard + 2))
+            ),
         )),
         update_status_if_version: s(write_statement(
             &version_guard,
