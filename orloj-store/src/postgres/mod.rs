@@ -147,8 +147,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     options: PostgresOptions,
     notifier: OnceLock<Notifier>,
-    /// Writes since the store was made, for [`CATCH_UP_EVERY`].
-    writes: Arc<AtomicU64>,
+    /// The retention every write prunes to, and the sweeps.
+    log: Arc<EventLog>,
     /// Task creates go through it (started by the first one).
     create_batcher: OnceLock<mpsc::UnboundedSender<task_batch::TaskWrite>>,
     /// Version-guarded task status writes go through it (started by the first one).
@@ -221,19 +221,24 @@ impl PostgresStore {
         let store = Self::from_pool(pool, options, clock);
         // A store started with a smaller retention than the one before leaves the events
         // between the two windows to this sweep.
-        while catch_up(store.pool(), store.retention()).await? == CATCH_UP_BATCH {}
+        while store.inner.log.catch_up().await? == CATCH_UP_BATCH {}
         Ok(store)
     }
 
     /// Wraps an existing pool. The schema must already be migrated ([`Self::migrate`]).
     pub fn from_pool(pool: PgPool, options: PostgresOptions, clock: Arc<dyn Clock>) -> Self {
+        let log = Arc::new(EventLog {
+            pool: pool.clone(),
+            retention: i64::try_from(options.event_retention.max(1)).unwrap_or(i64::MAX),
+            writes: AtomicU64::new(0),
+        });
         Self {
             inner: Arc::new(Inner {
                 pool,
                 clock,
                 options,
                 notifier: OnceLock::new(),
-                writes: Arc::new(AtomicU64::new(0)),
+                log,
                 create_batcher: OnceLock::new(),
                 status_batcher: OnceLock::new(),
             }),
@@ -249,11 +254,6 @@ impl PostgresStore {
             }
             other => Error::internal(format!("applying migrations: {other}")),
         })
-    }
-
-    /// [`PostgresOptions::event_retention`] as the statements bind it.
-    fn retention(&self) -> i64 {
-        i64::try_from(self.inner.options.event_retention.max(1)).unwrap_or(i64::MAX)
     }
 
     /// The connection pool.
@@ -326,41 +326,17 @@ impl PostgresStore {
         now: DateTime<Utc>,
         expected_version: Option<&str>,
     ) -> std::result::Result<Option<u64>, sqlx::Error> {
-        Ok(self
-            .write_row(conn, op, object, now, expected_version, None)
-            .await?
-            .map(|(revision, _)| revision))
-    }
-
-    /// [`Self::write_if`]. With `marker_kinds` (a status write without an expected version),
-    /// the statement also reads a [`ChangeMarker`] of those kinds, in its own snapshot: one
-    /// taken after every lock the transaction holds, so everything committed before the row
-    /// was locked is before the marker.
-    async fn write_row(
-        &self,
-        conn: &mut PgConnection,
-        op: Write,
-        object: &Object,
-        now: DateTime<Utc>,
-        expected_version: Option<&str>,
-        marker_kinds: Option<&[&str]>,
-    ) -> std::result::Result<Option<(u64, Option<ChangeMarker>)>, sqlx::Error> {
-        let retention = self.retention();
-        let written = write_row(
+        Ok(write_row(
             conn,
-            retention,
+            &self.inner.log,
             op,
             object,
             now,
             expected_version,
-            marker_kinds,
+            None,
         )
-        .await?;
-        if written.is_some() {
-            // Not on `conn`: it may be in a transaction, which a failed sweep would abort.
-            count_writes(&self.inner.pool, retention, &self.inner.writes, 1);
-        }
-        Ok(written)
+        .await?
+        .map(|(revision, _)| revision))
     }
 
     /// Locks an existing object, lets `change` turn it into what `op` writes (its next version,
@@ -438,17 +414,17 @@ impl PostgresStore {
                 versioning::bump(&mut task);
                 // The marker is read in the write's snapshot, taken after the candidate was
                 // read: it covers every change committed before the task was created.
-                let written = self
-                    .write_row(
-                        &mut conn,
-                        Write::Status,
-                        &task,
-                        now,
-                        Some(&read_version),
-                        kind_names.as_deref(),
-                    )
-                    .await
-                    .map_err(error::map)?;
+                let written = write_row(
+                    &mut conn,
+                    &self.inner.log,
+                    Write::Status,
+                    &task,
+                    now,
+                    Some(&read_version),
+                    kind_names.as_deref(),
+                )
+                .await
+                .map_err(error::map)?;
                 match written {
                     Some((_, marker)) => return Ok(Some((task, marker))),
                     // Written meanwhile (claimed by another worker, cancelled, …).
@@ -472,13 +448,7 @@ impl PostgresStore {
             None => &self.inner.create_batcher,
             Some(_) => &self.inner.status_batcher,
         };
-        let batcher = batcher.get_or_init(|| {
-            let (pool, retention) = (self.inner.pool.clone(), self.retention());
-            let writes = Arc::clone(&self.inner.writes);
-            task_batch::start(self.inner.pool.clone(), retention, move |n| {
-                count_writes(&pool, retention, &writes, n);
-            })
-        });
+        let batcher = batcher.get_or_init(|| task_batch::start(Arc::clone(&self.inner.log)));
         let (reply, outcome) = oneshot::channel();
         let write = task_batch::TaskWrite {
             task,
@@ -517,13 +487,13 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// [`PostgresStore::write_if`] with the store's event `retention`. With `marker_kinds` (a status
-/// write without an expected version), the statement also reads a [`ChangeMarker`] of those kinds, in its own snapshot: one
+/// [`PostgresStore::write_if`], pruning the events to `log`'s retention. With `marker_kinds` (a
+/// status write with an expected version), the statement also reads a [`ChangeMarker`] of those kinds, in its own snapshot: one
 /// taken after every lock the transaction holds, so everything committed before the row
 /// was locked is before the marker.
 async fn write_row(
     conn: &mut PgConnection,
-    retention: i64,
+    log: &Arc<EventLog>,
     op: Write,
     object: &Object,
     now: DateTime<Utc>,
@@ -551,7 +521,7 @@ async fn write_row(
         .bind(object.kind.as_str())
         .bind(object.namespace())
         .bind(object.name())
-        .bind(retention);
+        .bind(log.retention);
     if object.kind == Kind::Task && !matches!(op, Write::Delete) {
         let c = task_columns(object);
         query = query
@@ -577,6 +547,7 @@ async fn write_row(
     let Some(row) = query.fetch_optional(conn).await? else {
         return Ok(None);
     };
+    log.count(1);
     let revision = to_u64(row.try_get(0)?);
     let marker = match marker_kinds {
         Some(_) => Some(marker((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))),
@@ -585,30 +556,42 @@ async fn write_row(
     Ok(Some((revision, marker)))
 }
 
-/// Deletes up to [`CATCH_UP_BATCH`] events outside a retention window of `retention` that
-/// the writes' own prune missed; returns how many.
-async fn catch_up(pool: &PgPool, retention: i64) -> Result<i64> {
-    sqlx::query_scalar(sql::CATCH_UP)
-        .bind(retention)
-        .bind(CATCH_UP_BATCH)
-        .fetch_one(pool)
-        .await
-        .map_err(|e| error::map(e).context("pruning store events"))
+/// The upkeep of the retained change log, shared by the store and its task batchers.
+struct EventLog {
+    pool: PgPool,
+    /// [`PostgresOptions::event_retention`] as the statements bind it.
+    retention: i64,
+    /// Writes since the store was made, for [`CATCH_UP_EVERY`].
+    writes: AtomicU64,
 }
 
-/// Adds `n` to the store's `writes`, and starts a sweep ([`catch_up`]) whenever the count
-/// passes a multiple of [`CATCH_UP_EVERY`].
-fn count_writes(pool: &PgPool, retention: i64, writes: &AtomicU64, n: u64) {
-    let before = writes.fetch_add(n, Ordering::Relaxed);
-    if before / CATCH_UP_EVERY == (before + n) / CATCH_UP_EVERY {
-        return;
+impl EventLog {
+    /// Deletes up to [`CATCH_UP_BATCH`] events outside the retention window that the writes'
+    /// own prune missed; returns how many.
+    async fn catch_up(&self) -> Result<i64> {
+        sqlx::query_scalar(sql::CATCH_UP)
+            .bind(self.retention)
+            .bind(CATCH_UP_BATCH)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| error::map(e).context("pruning store events"))
     }
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        if let Err(e) = catch_up(&pool, retention).await {
-            tracing::debug!(error = %e, "sweeping events outside the retention window failed");
+
+    /// Counts `n` more writes, and starts a sweep ([`Self::catch_up`]) whenever the count
+    /// passes a multiple of [`CATCH_UP_EVERY`]: on a connection of its own, as the write's may
+    /// be in a transaction, which a failed sweep would abort.
+    fn count(self: &Arc<Self>, n: u64) {
+        let before = self.writes.fetch_add(n, Ordering::Relaxed);
+        if before / CATCH_UP_EVERY == (before + n) / CATCH_UP_EVERY {
+            return;
         }
-    });
+        let log = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = log.catch_up().await {
+                tracing::debug!(error = %e, "sweeping events outside the retention window failed");
+            }
+        });
+    }
 }
 
 /// A [`ChangeMarker`] from the columns `sql::CHANGE_MARKER` reads.

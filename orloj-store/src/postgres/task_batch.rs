@@ -11,11 +11,10 @@
 //!
 //! [`Store::update_status_of`]: orloj_core::Store::update_status_of
 
-use super::{Write, error, sql, task_columns, write_row};
+use super::{EventLog, Write, error, sql, task_columns, write_row};
 use chrono::{DateTime, Utc};
 use orloj_core::Object;
 use serde_json::Value;
-use sqlx::PgPool;
 use sqlx::types::Json;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -45,26 +44,16 @@ impl TaskWrite {
     }
 }
 
-/// Starts a batcher on `pool` for one kind of write (creates, or status writes: a batch never
-/// mixes them); it runs until the returned sender is dropped. `written` is told how many rows
-/// each statement wrote. One statement at a time: a second writer was slower (two batches
-/// queue on the revision lock, and are smaller).
-pub(super) fn start(
-    pool: PgPool,
-    retention: i64,
-    written: impl Fn(u64) + Send + 'static,
-) -> mpsc::UnboundedSender<TaskWrite> {
+/// Starts a batcher on `log`'s pool for one kind of write (creates, or status writes: a batch
+/// never mixes them); it runs until the returned sender is dropped. One statement at a time: a
+/// second writer was slower (two batches queue on the revision lock, and are smaller).
+pub(super) fn start(log: Arc<EventLog>) -> mpsc::UnboundedSender<TaskWrite> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(pool, retention, rx, written));
+    tokio::spawn(run(log, rx));
     tx
 }
 
-async fn run(
-    pool: PgPool,
-    retention: i64,
-    mut queue: mpsc::UnboundedReceiver<TaskWrite>,
-    written: impl Fn(u64),
-) {
+async fn run(log: Arc<EventLog>, mut queue: mpsc::UnboundedReceiver<TaskWrite>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // A caller that gave up (its operation timed out) was told so: its write is not made.
@@ -73,9 +62,9 @@ async fn run(
             [] => continue,
             // Alone, the one-row statement: the batch statement costs twice as much for one.
             [_] => Each::Write,
-            _ => match write_batch(&pool, retention, &batch).await {
+            _ => match write_batch(&log, &batch).await {
                 Ok(outcomes) => {
-                    written(outcomes.iter().filter(|w| **w).count() as u64);
+                    log.count(outcomes.iter().filter(|w| **w).count() as u64);
                     for (request, outcome) in batch.drain(..).zip(outcomes) {
                         request.answer(Ok(outcome));
                     }
@@ -89,12 +78,9 @@ async fn run(
         };
         for request in batch.drain(..) {
             let outcome = match &outcome {
-                Each::Write => write_one(&pool, retention, &request).await,
+                Each::Write => write_one(&log, &request).await,
                 Each::Fail(e) => Err(sqlx::Error::Io(std::io::Error::other(e.clone()))),
             };
-            if let Ok(true) = outcome {
-                written(1);
-            }
             request.answer(outcome);
         }
     }
@@ -109,19 +95,15 @@ enum Each {
 }
 
 /// Writes `request` with the one-row statement.
-async fn write_one(
-    pool: &PgPool,
-    retention: i64,
-    request: &TaskWrite,
-) -> Result<bool, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
+async fn write_one(log: &Arc<EventLog>, request: &TaskWrite) -> Result<bool, sqlx::Error> {
+    let mut conn = log.pool.acquire().await?;
     let (op, expected) = match &request.expected_version {
         None => (Write::Insert, None),
         Some(version) => (Write::Status, Some(version.as_str())),
     };
     match write_row(
         &mut conn,
-        retention,
+        log,
         op,
         &request.task,
         request.at,
@@ -138,11 +120,7 @@ async fn write_one(
 
 /// Writes `batch` (all creates or all status writes) in one statement; the outcome of each
 /// write, in order.
-async fn write_batch(
-    pool: &PgPool,
-    retention: i64,
-    batch: &[TaskWrite],
-) -> Result<Vec<bool>, sqlx::Error> {
+async fn write_batch(log: &EventLog, batch: &[TaskWrite]) -> Result<Vec<bool>, sqlx::Error> {
     let creates = batch[0].expected_version.is_none();
     if batch
         .iter()
@@ -178,7 +156,7 @@ async fn write_batch(
             .collect();
         query = query.bind(versions).bind(created);
     }
-    let written = query.bind(retention).fetch_all(pool).await?;
+    let written = query.bind(log.retention).fetch_all(&log.pool).await?;
     let mut outcomes = vec![false; batch.len()];
     for ord in written {
         let position = usize::try_from(ord - 1).ok().and_then(|p| sent.get(p));
