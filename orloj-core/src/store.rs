@@ -252,7 +252,9 @@ pub trait Store: Send + Sync + 'static {
     /// held by someone else.
     async fn release_task(&self, namespace: &str, name: &str, worker_id: &str) -> Result<Object>;
 
-    /// Appends a line to a task's log.
+    /// Appends a line to a task's log. The line takes its place when the returned future is
+    /// first polled: lines whose appends were started one after another stay in that order,
+    /// even while the first has not finished.
     async fn append_task_log(&self, namespace: &str, name: &str, entry: &str) -> Result<()>;
 
     /// The latest `limit` log lines of a task, oldest first.

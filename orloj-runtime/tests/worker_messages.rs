@@ -95,6 +95,23 @@ async fn run_in(mode: ExecutionMode, yaml: &str) -> (TaskStatus, Env) {
     (status(&task(&env.store, "t").await), env)
 }
 
+/// Task `t`'s log lines without their times.
+async fn log_lines(env: &Env) -> Vec<String> {
+    let lines = env
+        .store
+        .task_logs("default", "t", 100)
+        .await
+        .expect("logs");
+    lines
+        .iter()
+        .map(|l| {
+            l.split_once(' ')
+                .map_or(l.as_str(), |(_, line)| line)
+                .to_string()
+        })
+        .collect()
+}
+
 /// The parts of a status that must match between modes (no times, latencies or durations).
 fn comparable(s: &TaskStatus) -> Value {
     let trace: Vec<Value> = s
@@ -205,8 +222,15 @@ fn graphs() -> Vec<(&'static str, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_modes_give_the_same_trace_history_and_output() {
     for (name, yaml) in graphs() {
-        let (sequential, _) = run_in(ExecutionMode::Sequential, &yaml).await;
-        let (driven, _) = run_in(ExecutionMode::MessageDriven, &yaml).await;
+        let (sequential, sequential_env) = run_in(ExecutionMode::Sequential, &yaml).await;
+        let (driven, driven_env) = run_in(ExecutionMode::MessageDriven, &yaml).await;
+        let logs = log_lines(&sequential_env).await;
+        assert!(
+            logs.first()
+                .is_some_and(|l| l.starts_with("task claimed by worker=w")),
+            "{name}: the claim is logged first: {logs:?}"
+        );
+        assert_eq!(logs, log_lines(&driven_env).await, "{name}: logs differ");
         assert_eq!(sequential.phase, "Succeeded", "{name}: {sequential:#?}");
         assert!(
             sequential.messages.len() >= 3,

@@ -102,6 +102,7 @@ macro_rules! store_conformance_tests {
             release_makes_claimable,
             concurrent_claimers_never_share,
             task_logs_append_limit_delete,
+            concurrent_task_logs_keep_their_order,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1709,6 +1710,68 @@ pub async fn task_logs_append_limit_delete(store: DynStore, _clock: Arc<ManualCl
         store.task_logs("ns", "other", 10).await.expect("logs"),
         ["elsewhere"]
     );
+}
+
+/// Log lines of many tasks appended at once: each task's lines stay complete and in order, and
+/// a line for a task that does not exist fails alone (whether or not the store writes lines
+/// together).
+pub async fn concurrent_task_logs_keep_their_order(store: DynStore, _clock: Arc<ManualClock>) {
+    let names: Vec<String> = (0..12).map(|i| format!("t{i:02}")).collect();
+    for name in &names {
+        store.create(task("ns", name)).await.expect("create");
+    }
+    let lines = 8;
+    for round in ["with a missing task", "all present"] {
+        let writers = names.iter().map(|name| {
+            let store = store.clone();
+            async move {
+                for i in 0..lines {
+                    store
+                        .append_task_log("ns", name, &format!("{round} {i}"))
+                        .await
+                        .map_err(|e| format!("{name} line {i}: {e}"))?;
+                }
+                Ok::<_, String>(())
+            }
+        });
+        let missing = async {
+            if round == "all present" {
+                return Ok(());
+            }
+            let mut refused = 0;
+            for i in 0..lines {
+                let appended = store
+                    .append_task_log("ns", "missing", &format!("{i}"))
+                    .await;
+                if kind_of(appended) == ErrorKind::NotFound {
+                    refused += 1;
+                }
+            }
+            if refused == lines {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{refused} of {lines} lines of a missing task refused"
+                ))
+            }
+        };
+        let (appended, missing) = tokio::join!(futures::future::join_all(writers), missing);
+        for result in appended {
+            result.expect("every present task's lines are appended");
+        }
+        missing.expect("every line of the missing task is refused as not found");
+    }
+    for name in &names {
+        let expected: Vec<String> = ["with a missing task", "all present"]
+            .iter()
+            .flat_map(|round| (0..lines).map(move |i| format!("{round} {i}")))
+            .collect();
+        assert_eq!(
+            store.task_logs("ns", name, 100).await.expect("logs"),
+            expected,
+            "the lines of {name}"
+        );
+    }
 }
 
 /// `ManualClock::now` under the name the cases use.

@@ -425,8 +425,9 @@ impl Worker {
             };
             return self.finalize(&task, status, Err(failure), None).await;
         };
-        // The claim's log line is written while the run is resolved and the kickoff recorded,
-        // and before anything is published (so before anything later is logged).
+        // The claim's log line is written while the run is resolved and the kickoff recorded or
+        // run here. It is appended first: the store takes it in when its append is first
+        // polled, before anything later of the task can be logged.
         let kickoff = async {
             let prepared = match self.prepared_for(&md, &task, status.attempts).await {
                 Ok(p) => p,
@@ -445,7 +446,12 @@ impl Worker {
             let fresh_attempt = !status.messages.iter().any(|m| m.attempt == status.attempts);
             run.kickoff(&mut status);
             if local && fresh_attempt && md.consumes(task.namespace()) {
-                return Ok(Kicked::Local);
+                // The claimed task and its status are small yet: copies cost less than
+                // waiting for the claim's log line.
+                let ran = self
+                    .run_kickoff_here(&md, task.clone(), status.clone())
+                    .await;
+                return Ok(Kicked::Local(ran));
             }
             // `task` is as the claim (or the approval resume) just wrote it; `status` is its
             // status plus the kickoff.
@@ -470,7 +476,7 @@ impl Worker {
             Kicked::Recorded(written, fresh_attempt) => (*written, fresh_attempt),
             Kicked::Unresolved(f) => return self.finalize(&task, status, Err(f), None).await,
             Kicked::LeaseLost => return Ok(TaskResult::LeaseLost),
-            Kicked::Local => return self.run_kickoff_here(&md, task, status).await,
+            Kicked::Local(ran) => return ran,
         };
         let consume = md.config.consume;
         let rv = written.metadata.resource_version.clone();
@@ -1323,8 +1329,8 @@ enum Kicked {
     Unresolved(StepFailure),
     /// The lease was lost before the kickoff was recorded.
     LeaseLost,
-    /// Not recorded: this worker runs the first message now.
-    Local,
+    /// Not recorded: this worker ran the first message (and whatever followed it) here.
+    Local(Result<TaskResult>),
 }
 
 /// How a step ended for the delivery being handled.

@@ -27,7 +27,7 @@
 //! claim order. Time comes from the injected [`Clock`].
 //! A status write that names the version it starts from ([`Store::update_status_of`]) needs no
 //! transaction: one statement locks the row only while it still has that version. For tasks,
-//! such writes, and creates, pass through a writer (`task_batch`) that sends those waiting
+//! such writes, creates and task log lines pass through a writer (`batch`) that sends those waiting
 //! while its last statement ran in a single statement: one revision lock and one commit for
 //! all of them.
 //!
@@ -52,10 +52,12 @@
 //! another writer got there first (two workers claiming the same task), the guard fails and the
 //! next candidate is tried. (A transaction around the two would hold the store revision lock,
 //! which the write takes, until its COMMIT came back from the worker.) Rows locked by a write
-//! in flight are skipped. [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the claim's
+//! in flight are skipped, and so are the tasks this store's other claims in flight are writing
+//! (a worker runs several claims at once, which would otherwise all read the same candidate). [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the claim's
 //! write statement, whose snapshot is taken after the candidate was read.
 
 pub mod auth;
+mod batch;
 mod error;
 mod sql;
 mod task_batch;
@@ -73,12 +75,12 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::types::Json;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::WatchStream;
 
@@ -150,9 +152,45 @@ struct Inner {
     /// The retention every write prunes to, and the sweeps.
     log: Arc<EventLog>,
     /// Task creates go through it (started by the first one).
-    create_batcher: OnceLock<mpsc::UnboundedSender<task_batch::TaskWrite>>,
+    create_batcher: OnceLock<batch::Sender<task_batch::TaskWrites>>,
     /// Version-guarded task status writes go through it (started by the first one).
-    status_batcher: OnceLock<mpsc::UnboundedSender<task_batch::TaskWrite>>,
+    status_batcher: OnceLock<batch::Sender<task_batch::TaskWrites>>,
+    /// Task log lines go through it (started by the first one).
+    log_batcher: OnceLock<batch::Sender<task_batch::LogLines>>,
+    /// Keys of the tasks this store's claims are writing. A worker runs several claims at once;
+    /// without a transaction their candidate reads lock nothing, so they would all read the
+    /// same oldest task and all but one would wait on its row lock to fail their guard.
+    claiming: Mutex<HashSet<String>>,
+}
+
+/// A task key reserved in [`Inner::claiming`] until dropped.
+struct Claiming<'a> {
+    keys: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl<'a> Claiming<'a> {
+    /// Reserves `key`, unless another claim holds it.
+    fn reserve(keys: &'a Mutex<HashSet<String>>, key: String) -> Option<Self> {
+        let reserved = lock(keys).insert(key.clone());
+        // Built only when reserved: dropping it releases the key.
+        reserved.then(|| Self { keys, key })
+    }
+
+    /// The keys reserved now.
+    fn reserved(keys: &Mutex<HashSet<String>>) -> Vec<String> {
+        lock(keys).iter().cloned().collect()
+    }
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        lock(self.keys).remove(&self.key);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The LISTEN task, the revision it last heard of and a count of claimable-task signals.
@@ -241,6 +279,8 @@ impl PostgresStore {
                 log,
                 create_batcher: OnceLock::new(),
                 status_batcher: OnceLock::new(),
+                log_batcher: OnceLock::new(),
+                claiming: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -388,6 +428,9 @@ impl PostgresStore {
             // back from this process, a round trip during which every other write waited.
             let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
             for _ in 0..MAX_CLAIM_CANDIDATES {
+                // Tasks other claims of this store are writing are skipped as well.
+                let mut skip = Claiming::reserved(&self.inner.claiming);
+                skip.extend(skipped.iter().cloned());
                 let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
                     .bind(now)
                     .bind(request.namespace.as_deref())
@@ -395,7 +438,7 @@ impl PostgresStore {
                     .bind(request.gpu)
                     .bind(&models)
                     .bind(&worker)
-                    .bind(&skipped)
+                    .bind(&skip)
                     .fetch_optional(&mut *conn)
                     .await
                     .map_err(error::map)?;
@@ -409,6 +452,11 @@ impl PostgresStore {
                     skipped.push(task.key());
                     continue;
                 }
+                // Read by another claim too, which got to reserve it first.
+                let Some(_reserved) = Claiming::reserve(&self.inner.claiming, task.key()) else {
+                    skipped.push(task.key());
+                    continue;
+                };
                 let read_version = task.metadata.resource_version.clone();
                 task_queue::apply_claim(&mut task, request, now);
                 versioning::bump(&mut task);
@@ -448,17 +496,17 @@ impl PostgresStore {
             None => &self.inner.create_batcher,
             Some(_) => &self.inner.status_batcher,
         };
-        let batcher = batcher.get_or_init(|| task_batch::start(Arc::clone(&self.inner.log)));
-        let (reply, outcome) = oneshot::channel();
+        let batcher = batcher
+            .get_or_init(|| batch::start(task_batch::TaskWrites(Arc::clone(&self.inner.log))));
         let write = task_batch::TaskWrite {
             task,
             at,
             expected_version: expected_version.map(str::to_string),
-            reply,
         };
-        let stopped = || Error::unavailable("the store's task writer has stopped");
-        batcher.send(write).map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?.map_err(error::map)
+        batch::submit(batcher, write)
+            .await
+            .ok_or_else(|| Error::unavailable("the store's task writer has stopped"))?
+            .map_err(error::map)
     }
 
     fn notifier(&self) -> &Notifier {
@@ -1147,12 +1195,18 @@ impl Store for PostgresStore {
 
     async fn append_task_log(&self, namespace: &str, name: &str, entry: &str) -> Result<()> {
         self.timed("append task log", async {
-            let result = sqlx::query(sql::APPEND_LOG)
-                .bind(scoped_key(namespace, name))
-                .bind(entry)
-                .bind(self.inner.clock.now())
-                .execute(&self.inner.pool)
-                .await;
+            let batcher = self
+                .inner
+                .log_batcher
+                .get_or_init(|| batch::start(task_batch::LogLines(self.inner.pool.clone())));
+            let line = task_batch::LogLine {
+                key: scoped_key(namespace, name),
+                entry: entry.to_string(),
+                at: self.inner.clock.now(),
+            };
+            let result = batch::submit(batcher, line)
+                .await
+                .ok_or_else(|| Error::unavailable("the store's log writer has stopped"))?;
             match result {
                 Ok(_) => Ok(()),
                 Err(e) if error::is_foreign_key_violation(&e) => {
@@ -1212,5 +1266,25 @@ async fn rollback(tx: PgTransaction) {
     // needs the reason the write was rejected, not this.
     if let Err(e) = tx.rollback().await {
         tracing::debug!(error = %e, "rollback after a rejected write failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_key_is_reserved_once_until_released() {
+        let keys = Mutex::new(HashSet::new());
+        let first = Claiming::reserve(&keys, "ns/a".into());
+        assert!(first.is_some());
+        // A second reservation of the key fails and leaves the first in place.
+        assert!(Claiming::reserve(&keys, "ns/a".into()).is_none());
+        assert_eq!(Claiming::reserved(&keys), ["ns/a"]);
+        let other = Claiming::reserve(&keys, "ns/b".into());
+        assert!(other.is_some());
+        drop(first);
+        assert_eq!(Claiming::reserved(&keys), ["ns/b"]);
+        assert!(Claiming::reserve(&keys, "ns/a".into()).is_some());
     }
 }

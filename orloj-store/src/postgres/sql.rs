@@ -326,6 +326,11 @@ pub(crate) static CHANGE_MARKER: LazyLock<Arc<str>> =
 pub(crate) const APPEND_LOG: &str =
     "INSERT INTO task_logs (task_name, entry, created_at) VALUES ($1, $2, $3)";
 
+/// Appends several log lines, in their order: $1 task keys, $2 entries, $3 times.
+pub(crate) const APPEND_LOG_BATCH: &str = "INSERT INTO task_logs (task_name, entry, created_at) \
+    SELECT k, e, t FROM unnest($1::text[], $2::text[], $3::timestamptz[]) \
+    WITH ORDINALITY AS l(k, e, t, ord) ORDER BY ord";
+
 /// The latest $2 log lines of task $1, oldest first.
 pub(crate) const TASK_LOGS: &str = "SELECT entry FROM \
     (SELECT id, entry FROM task_logs WHERE task_name = $1 ORDER BY id DESC LIMIT $2) l \
@@ -392,8 +397,10 @@ fn task_batch(extra: &[(&str, &str)], writes: &str, event_type: &str) -> Arc<str
 /// `update_status_if_version` of each input row. Extra parameters: $17 expected
 /// resourceVersions, $18 expected createdAt (jsonb); $19 the retention.
 ///
-/// Rows are locked in name order, so two batches cannot deadlock on each other; two inputs for
-/// one task that both expect its version (a race) update it once, and the other is not
+/// Each input's task is looked up by its key (an index scan per input: a join let the planner
+/// hash the whole table on the version in the document, reading every task's document on every
+/// batch) and locked, in key order, so two batches cannot deadlock on each other. Two inputs
+/// for one task that both expect its version (a race) update it once, and the other is not
 /// returned.
 pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
     let set_columns = TASK_COLUMNS
@@ -403,11 +410,12 @@ pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
     task_batch(
         &[("version", "text"), ("created", "jsonb")],
         &format!(
-            "cur AS (SELECT i.ord FROM tasks t JOIN i ON t.name = i.key \
-                     WHERE t.payload -> 'metadata' ->> 'resourceVersion' = i.version \
+            "cur AS (SELECT i.ord FROM (SELECT ord, key, version, created FROM i ORDER BY key) i \
+                     CROSS JOIN LATERAL (SELECT 1 FROM tasks t WHERE t.name = i.key \
+                       AND t.payload -> 'metadata' ->> 'resourceVersion' = i.version \
                        AND coalesce(t.payload -> 'metadata' -> 'createdAt', 'null'::jsonb) \
                            = i.created \
-                     ORDER BY t.name FOR NO KEY UPDATE OF t), \
+                       FOR NO KEY UPDATE) t), \
              w AS (UPDATE tasks t SET payload = i.payload, \
                      write_order = CASE WHEN t.status_phase = i.status_phase THEN t.write_order \
                                         ELSE {NEXT_WRITE_ORDER} END, \

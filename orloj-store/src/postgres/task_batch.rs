@@ -1,97 +1,91 @@
-//! Task creates and task status writes that name the version they start from
-//! ([`Store::update_status_of`]), written several at a time.
+//! The task writes sent several at a time ([`super::batch`]): task creates, task status writes
+//! that name the version they start from ([`Store::update_status_of`]), and task log lines.
 //!
-//! Every write takes the `store_revision` row lock until it commits, so under load the writes of
-//! many tasks queue on that one lock, each with its own statement, commit and round trip. A
-//! batcher turns the writes waiting at one moment into one statement
-//! ([`sql::TASK_CREATE_BATCH`], [`sql::TASK_STATUS_BATCH`]): one lock, one commit. It adds no
-//! wait: a write that finds the batcher idle goes out alone at once (with the one-row
-//! statement); writes arriving while a statement runs go out together with the next one. Each
-//! write keeps its own guard, event and revision.
+//! Every task write takes the `store_revision` row lock until it commits, so under load the
+//! writes of many tasks queue on that one lock, each with its own statement, commit and round
+//! trip. A batch statement ([`sql::TASK_CREATE_BATCH`], [`sql::TASK_STATUS_BATCH`]) takes it
+//! once and commits once; each write keeps its own guard, event and revision. Log lines take no
+//! lock, but two per task were a quarter of a durable task's statements.
 //!
 //! [`Store::update_status_of`]: orloj_core::Store::update_status_of
 
+use super::batch::Batch;
 use super::{EventLog, Write, error, sql, task_columns, write_row};
 use chrono::{DateTime, Utc};
 use orloj_core::Object;
 use serde_json::Value;
+use sqlx::PgPool;
 use sqlx::types::Json;
 use std::collections::HashSet;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
-/// Most writes in one statement.
-const MAX_BATCH: usize = 64;
-
-/// One task write, and where its outcome goes: whether it was written (a create: the task did
-/// not exist yet; a status write: the stored task still had the version expected).
+/// One task write: a create (the task must not exist yet) or a status write (the stored task
+/// must still have the version expected). Its outcome: whether it was written.
 pub(super) struct TaskWrite {
     /// What to write: the task as created, or its next version.
     pub task: Arc<Object>,
     pub at: DateTime<Utc>,
     /// `None` for a create; the resourceVersion a status write starts from.
     pub expected_version: Option<String>,
-    pub reply: oneshot::Sender<Result<bool, sqlx::Error>>,
 }
 
-impl TaskWrite {
-    fn answer(self, outcome: Result<bool, sqlx::Error>) {
-        // Let go of the task first: a create's caller takes it back without a copy.
-        let TaskWrite { task, reply, .. } = self;
-        drop(task);
-        // The caller may have given up (its operation timed out).
-        let _ = reply.send(outcome);
+/// Task creates, or task status writes (one batcher each: a batch never mixes them; one
+/// statement at a time: a second writer was slower, as two batches queue on the revision lock
+/// and are smaller).
+pub(super) struct TaskWrites(pub Arc<EventLog>);
+
+impl Batch for TaskWrites {
+    type Write = TaskWrite;
+    type Outcome = bool;
+
+    async fn write_one(&self, write: &TaskWrite) -> Result<bool, sqlx::Error> {
+        write_one(&self.0, write).await
+    }
+
+    async fn write_many(&self, writes: &[&TaskWrite]) -> Result<Vec<bool>, sqlx::Error> {
+        let outcomes = write_batch(&self.0, writes).await?;
+        self.0.count(outcomes.iter().filter(|w| **w).count() as u64);
+        Ok(outcomes)
     }
 }
 
-/// Starts a batcher on `log`'s pool for one kind of write (creates, or status writes: a batch
-/// never mixes them); it runs until the returned sender is dropped. One statement at a time: a
-/// second writer was slower (two batches queue on the revision lock, and are smaller).
-pub(super) fn start(log: Arc<EventLog>) -> mpsc::UnboundedSender<TaskWrite> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(log, rx));
-    tx
+/// One task log line.
+pub(super) struct LogLine {
+    pub key: String,
+    pub entry: String,
+    pub at: DateTime<Utc>,
 }
 
-async fn run(log: Arc<EventLog>, mut queue: mpsc::UnboundedReceiver<TaskWrite>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // A caller that gave up (its operation timed out) was told so: its write is not made.
-        batch.retain(|w| !w.reply.is_closed());
-        let outcome = match batch.as_slice() {
-            [] => continue,
-            // Alone, the one-row statement: the batch statement costs twice as much for one.
-            [_] => Each::Write,
-            _ => match write_batch(&log, &batch).await {
-                Ok(outcomes) => {
-                    log.count(outcomes.iter().filter(|w| **w).count() as u64);
-                    for (request, outcome) in batch.drain(..).zip(outcomes) {
-                        request.answer(Ok(outcome));
-                    }
-                    continue;
-                }
-                // The database refused the statement: one of the writes may be to blame.
-                Err(sqlx::Error::Database(_)) => Each::Write,
-                // No connection, or it broke: the one-row statements would fare no better.
-                Err(e) => Each::Fail(e.to_string()),
-            },
-        };
-        for request in batch.drain(..) {
-            let outcome = match &outcome {
-                Each::Write => write_one(&log, &request).await,
-                Each::Fail(e) => Err(sqlx::Error::Io(std::io::Error::other(e.clone()))),
-            };
-            request.answer(outcome);
-        }
+/// Task log lines, appended in the order they were queued. A line of a task that does not
+/// exist fails with the foreign key violation.
+pub(super) struct LogLines(pub PgPool);
+
+impl Batch for LogLines {
+    type Write = LogLine;
+    type Outcome = ();
+
+    async fn write_one(&self, line: &LogLine) -> Result<(), sqlx::Error> {
+        sqlx::query(sql::APPEND_LOG)
+            .bind(&line.key)
+            .bind(&line.entry)
+            .bind(line.at)
+            .execute(&self.0)
+            .await
+            .map(|_| ())
     }
-}
 
-/// What becomes of each write of a batch not written as one statement.
-enum Each {
-    /// Written on its own, so that one bad write fails alone.
-    Write,
-    /// Fails with this (connection trouble).
-    Fail(String),
+    async fn write_many(&self, lines: &[&LogLine]) -> Result<Vec<()>, sqlx::Error> {
+        let keys: Vec<&str> = lines.iter().map(|l| l.key.as_str()).collect();
+        let entries: Vec<&str> = lines.iter().map(|l| l.entry.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = lines.iter().map(|l| l.at).collect();
+        sqlx::query(sql::APPEND_LOG_BATCH)
+            .bind(keys)
+            .bind(entries)
+            .bind(times)
+            .execute(&self.0)
+            .await?;
+        Ok(vec![(); lines.len()])
+    }
 }
 
 /// Writes `request` with the one-row statement.
@@ -120,7 +114,7 @@ async fn write_one(log: &Arc<EventLog>, request: &TaskWrite) -> Result<bool, sql
 
 /// Writes `batch` (all creates or all status writes) in one statement; the outcome of each
 /// write, in order.
-async fn write_batch(log: &EventLog, batch: &[TaskWrite]) -> Result<Vec<bool>, sqlx::Error> {
+async fn write_batch(log: &EventLog, batch: &[&TaskWrite]) -> Result<Vec<bool>, sqlx::Error> {
     let creates = batch[0].expected_version.is_none();
     if batch
         .iter()
@@ -136,7 +130,7 @@ async fn write_batch(log: &EventLog, batch: &[TaskWrite]) -> Result<Vec<bool>, s
     let sent: Vec<usize> = (0..batch.len())
         .filter(|&i| !creates || keys.insert(batch[i].task.key()))
         .collect();
-    let rows = TaskRows::of(sent.iter().map(|&i| &batch[i]));
+    let rows = TaskRows::of(sent.iter().map(|&i| batch[i]));
     let statement = if creates {
         &sql::TASK_CREATE_BATCH
     } else {
