@@ -27,9 +27,9 @@
 //! claim order. Time comes from the injected [`Clock`].
 //! A status write that names the version it starts from ([`Store::update_status_of`]) needs no
 //! transaction: one statement locks the row only while it still has that version. For tasks,
-//! such writes, creates and task log lines pass through a writer (`batch`) that sends those waiting
-//! while its last statement ran in a single statement: one revision lock and one commit for
-//! all of them.
+//! such writes, creates and task log lines pass through a writer (`batch`) that sends those
+//! waiting while its last statement ran in a single statement: one revision lock (log lines
+//! take none) and one commit for all of them.
 //!
 //! [`Store::change_marker`] reads the latest retained event of the kinds asked about, the
 //! current revision and the oldest retained one in one statement.
@@ -53,8 +53,9 @@
 //! next candidate is tried. (A transaction around the two would hold the store revision lock,
 //! which the write takes, until its COMMIT came back from the worker.) Rows locked by a write
 //! in flight are skipped, and so are the tasks this store's other claims in flight are writing
-//! (a worker runs several claims at once, which would otherwise all read the same candidate). [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the claim's
-//! write statement, whose snapshot is taken after the candidate was read.
+//! (a worker runs several claims at once, which would otherwise all read the same candidate).
+//! [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the claim's write statement, whose
+//! snapshot is taken after the candidate was read.
 
 pub mod auth;
 mod batch;
