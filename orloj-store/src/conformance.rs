@@ -774,13 +774,30 @@ pub async fn typed_task_status_reads_back_as_json(store: DynStore, clock: Arc<Ma
     assert_eq!(taken.status["claimedBy"], "w2");
     assert_eq!(taken.status["output"], json!({"k": "v"}));
     assert_eq!(taken.status["trace"].as_array().map(Vec::len), Some(1));
+
+    // Deleted while its stored status is typed (and never read as JSON): the returned object
+    // and the deletion event carry that status.
+    let last = store
+        .update_task_status_of(&taken, &next)
+        .await
+        .expect("typed status of the claimed version");
+    let mut expected = (*last).clone();
+    expected.status = serde_json::to_value(&*next).expect("status to JSON");
+    let before = store.current_revision().await.expect("revision");
     let gone = store
         .delete(Kind::Task, "ns", "t", None)
         .await
         .expect("delete");
-    assert_eq!(gone, taken);
+    assert_eq!(gone, expected);
+    let mut deletion = store
+        .watch(Some(Kind::Task), Some(before))
+        .await
+        .expect("watch from before the delete");
+    let event = next_event(&mut deletion).await;
+    assert_eq!(event.event_type, WatchEventType::Deleted);
+    assert_eq!(event.object, expected);
     assert_eq!(
-        kind_of(store.update_task_status_of(&taken, &running).await),
+        kind_of(store.update_task_status_of(&last, &running).await),
         ErrorKind::NotFound
     );
 }

@@ -50,12 +50,26 @@ impl Version {
         let Some(status) = &self.typed else {
             return &self.object;
         };
-        self.full.get_or_init(|| {
-            let mut full = without_status(&self.object);
-            // A TaskStatus has only string keys: serializing it cannot fail.
-            full.status = serde_json::to_value(&**status).unwrap_or_else(|_| empty_status());
-            Arc::new(full)
-        })
+        self.full
+            .get_or_init(|| Arc::new(with_status(&self.object, status)))
+    }
+
+    /// A copy of the whole object, without keeping the JSON a typed status was turned into.
+    fn to_object(&self) -> Object {
+        match (&self.typed, self.full.get()) {
+            (Some(_), Some(full)) => (**full).clone(),
+            (Some(status), None) => with_status(&self.object, status),
+            (None, _) => (*self.object).clone(),
+        }
+    }
+
+    /// The same version, without what reads of it cached.
+    fn share(&self) -> Self {
+        Self {
+            object: self.object.clone(),
+            typed: self.typed.clone(),
+            full: OnceLock::new(),
+        }
     }
 
     /// The object's metadata and spec, without turning a typed status into JSON (its status
@@ -70,6 +84,14 @@ impl Version {
             None => self.object.phase(),
         }
     }
+}
+
+/// `shell` with `status` as its JSON status.
+fn with_status(shell: &Object, status: &TaskStatus) -> Object {
+    let mut full = without_status(shell);
+    // A TaskStatus has only string keys: serializing it cannot fail.
+    full.status = serde_json::to_value(status).unwrap_or_else(|_| empty_status());
+    full
 }
 
 fn empty_status() -> serde_json::Value {
@@ -467,10 +489,15 @@ impl Store for MemoryStore {
         expected_resource_version: Option<&str>,
     ) -> Result<Object> {
         let mut state = self.lock();
-        let current = Self::existing(&state, kind, namespace, name)?;
-        versioning::check_expected(current, expected_resource_version)?;
-        let gone = current.clone();
-        Ok(self.commit(&mut state, WatchEventType::Deleted, gone))
+        let current = Self::existing_version(&state, kind, namespace, name)?;
+        versioning::check_expected(current.shell(), expected_resource_version)?;
+        // The deletion event keeps the stored version as it is, typed status included: JSON
+        // made for the caller and kept in the watch history would be freed by whichever write
+        // pushes the event out, thousands of writes later.
+        let gone = current.share();
+        let deleted = gone.to_object();
+        self.commit_version(&mut state, WatchEventType::Deleted, gone, false);
+        Ok(deleted)
     }
 
     async fn current_revision(&self) -> Result<u64> {
