@@ -402,6 +402,8 @@ impl Worker {
         claim: Option<TaskHistoryEvent>,
         local: bool,
     ) -> Result<TaskResult> {
+        // Shared with the run here, if the first message runs here.
+        let task = Arc::new(task);
         let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
         let record_claim = |s: &mut TaskStatus| {
             if let Some(claim) = &claim
@@ -446,10 +448,8 @@ impl Worker {
             let fresh_attempt = !status.messages.iter().any(|m| m.attempt == status.attempts);
             run.kickoff(&mut status);
             if local && fresh_attempt && md.consumes(task.namespace()) {
-                // The claimed task and its status are small yet: copies cost less than
-                // waiting for the claim's log line.
                 let ran = self
-                    .run_kickoff_here(&md, task.clone(), status.clone())
+                    .run_kickoff_here(&md, task.clone(), std::mem::take(&mut status))
                     .await;
                 return Ok(Kicked::Local(ran));
             }
@@ -531,10 +531,9 @@ impl Worker {
     async fn run_kickoff_here(
         &self,
         md: &MessageRuntime,
-        task: Object,
+        task: Arc<Object>,
         status: TaskStatus,
     ) -> Result<TaskResult> {
-        let task = Arc::new(task);
         let first = open_messages(&status, status.attempts)
             .next()
             .map(|(_, m)| to_envelope(&task, m));

@@ -82,36 +82,36 @@ async fn run<B: Batch>(batch: B, mut queue: mpsc::UnboundedReceiver<Queued<B>>) 
                 let writes: Vec<&B::Write> = waiting.iter().map(|q| &q.write).collect();
                 match batch.write_many(&writes).await {
                     Ok(outcomes) => {
-                        for (queued, outcome) in waiting.drain(..).zip(outcomes) {
-                            queued.answer(Ok(outcome));
+                        let mut outcomes = outcomes.into_iter();
+                        for queued in waiting.drain(..) {
+                            let outcome = outcomes.next().ok_or_else(|| {
+                                sqlx::Error::Protocol("the batch statement left a write out".into())
+                            });
+                            queued.answer(outcome);
                         }
-                        // A short answer leaves writes without an outcome: they fail below.
-                        Each::Fail("the batch statement answered fewer writes than it was sent")
+                        continue;
                     }
                     // The database refused the statement: one of the writes may be to blame.
                     Err(sqlx::Error::Database(_)) => Each::Write,
                     // No connection, or it broke: the one-row statements would fare no better.
-                    Err(e) => Each::Failed(e.to_string()),
+                    Err(e) => Each::Fail(e.to_string()),
                 }
             }
         };
         for queued in waiting.drain(..) {
             let outcome = match &each {
                 Each::Write => batch.write_one(&queued.write).await,
-                Each::Fail(e) => Err(sqlx::Error::Protocol((*e).to_string())),
-                Each::Failed(e) => Err(sqlx::Error::Io(std::io::Error::other(e.clone()))),
+                Each::Fail(e) => Err(sqlx::Error::Io(std::io::Error::other(e.clone()))),
             };
             queued.answer(outcome);
         }
     }
 }
 
-/// What becomes of each write not answered by a batch statement.
+/// What becomes of each write of a batch not written as one statement.
 enum Each {
-    /// Written on its own.
+    /// Written on its own, so that one bad write fails alone.
     Write,
-    /// Fails: the batch statement's answer was incomplete.
-    Fail(&'static str),
     /// Fails with this (connection trouble).
-    Failed(String),
+    Fail(String),
 }
