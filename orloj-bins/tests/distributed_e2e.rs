@@ -33,11 +33,19 @@ struct Call {
 struct FakeModel {
     url: String,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// Opens the gate of [`FakeModel::start_gated`].
+    gate: tokio::sync::watch::Sender<bool>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl FakeModel {
     fn start(delay: Duration) -> FakeModel {
+        Self::start_gated(delay, |_| false)
+    }
+
+    /// Like [`FakeModel::start`], but a call whose conversation `held` picks waits (recorded
+    /// as started) until [`FakeModel::open_gate`].
+    fn start_gated(delay: Duration, held: fn(&str) -> bool) -> FakeModel {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -45,6 +53,7 @@ impl FakeModel {
             .expect("runtime");
         let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
         let recorded = calls.clone();
+        let (gate, opened) = tokio::sync::watch::channel(false);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
@@ -53,6 +62,7 @@ impl FakeModel {
             "/v1/chat/completions",
             axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
                 let calls = recorded.clone();
+                let mut gate = opened.clone();
                 async move {
                     let key: String = body["messages"]
                         .as_array()
@@ -71,6 +81,9 @@ impl FakeModel {
                         calls.len() - 1
                     };
                     // Dropped here when the caller dies mid-call: `finished` stays None.
+                    if held(&key) {
+                        let _ = gate.wait_for(|open| *open).await;
+                    }
                     tokio::time::sleep(delay).await;
                     calls.lock().expect("lock")[index].finished = Some(Instant::now());
                     let digest = key.bytes().fold(0u64, |h, b| {
@@ -96,8 +109,13 @@ impl FakeModel {
         FakeModel {
             url: format!("http://{addr}/v1"),
             calls,
+            gate,
             _runtime: runtime,
         }
+    }
+
+    fn open_gate(&self) {
+        self.gate.send_replace(true);
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -319,57 +337,56 @@ fn message_driven_across_processes_survives_a_killed_worker() {
         );
     }
 
-    // 2. Kill a worker in the middle of three-agent pipelines.
-    let model = FakeModel::start(Duration::from_millis(400));
+    // 2. Kill a worker in the middle of three-agent pipelines. Every task's first step runs;
+    // the later steps' model calls wait at the fake model's gate, which opens after the kill.
+    // So the victim is certain to hold tasks with a recorded step and a step in flight, and it
+    // cannot finish one between the read below and the kill, however slow the machine is.
+    let model = FakeModel::start_gated(Duration::from_millis(400), |conversation| {
+        !conversation.contains("you are plan")
+    });
     let tasks = 8;
     apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
 
-    // Wait until a worker holds a task with a completed step and more to do; that worker is
-    // the victim. (Which worker claims which task is up to their claim polls: one may well
-    // claim all of them.)
+    // Wait until every task has its first step recorded (each worker holds four); the holder
+    // of chain-0 is the victim.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (victim, held_by_victim) = loop {
-        let mid_graph: Vec<(String, String)> = all_tasks(&cluster.server)
+    let holders: BTreeMap<String, String> = loop {
+        let mid_graph: BTreeMap<String, String> = all_tasks(&cluster.server)
             .into_iter()
-            .filter(|t| {
-                t["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("chain-"))
-            })
             .filter(|t| t["status"]["phase"] == "Running")
             .filter(|t| trace_types(t).iter().any(|e| e == "agent_end"))
-            .map(|t| {
-                (
-                    t["status"]["claimedBy"].as_str().unwrap_or("").to_string(),
-                    t["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                )
+            .filter_map(|t| {
+                let name = t["metadata"]["name"].as_str()?;
+                name.starts_with("chain-").then(|| {
+                    let holder = t["status"]["claimedBy"].as_str().unwrap_or("");
+                    (name.to_string(), holder.to_string())
+                })
             })
             .collect();
-        let victim = mid_graph
-            .iter()
-            .map(|(worker, _)| worker.clone())
-            .find(|worker| cluster.workers.iter().any(|w| w.id == *worker));
-        if let Some(victim) = victim {
-            let held = mid_graph
-                .into_iter()
-                .filter(|(worker, _)| *worker == victim)
-                .map(|(_, name)| name)
-                .collect::<Vec<_>>();
-            break (victim, held);
+        if mid_graph.len() == tasks {
+            break mid_graph;
         }
         assert!(
             Instant::now() < deadline,
-            "no worker ever held a task mid-graph"
+            "the tasks never all had their first step recorded: {mid_graph:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    let victim = holders["chain-0"].clone();
+    let held_by_victim: Vec<String> = holders
+        .iter()
+        .filter(|(_, holder)| **holder == victim)
+        .map(|(name, _)| name.clone())
+        .collect();
     let victim_index = cluster
         .workers
         .iter()
         .position(|w| w.id == victim)
         .expect("the victim is one of the workers");
+    let survivor = cluster.workers[1 - victim_index].id.clone();
     cluster.workers[victim_index].kill_hard();
     let killed_at = Instant::now();
+    model.open_gate();
 
     let mut finished = BTreeMap::new();
     for i in 0..tasks {
@@ -384,21 +401,24 @@ fn message_driven_across_processes_survives_a_killed_worker() {
             t["status"]["output"]["execution_order"], "plan -> research -> write",
             "{name}"
         );
-        finished.insert(name, t);
-    }
-    for name in &held_by_victim {
-        let history = finished[name]["status"]["history"]
+        let history = t["status"]["history"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        // Unless the victim finished it between the read above and the kill.
-        let finished_by_victim = history
-            .iter()
-            .any(|h| h["type"] == "succeeded" && h["worker"] == victim.as_str());
+        // Nothing got past the gate before the kill: the survivor finished every task.
         assert!(
-            finished_by_victim || history.iter().any(|h| h["type"] == "takeover"),
-            "{name} was held by the killed worker and must have been taken over: {history:#?}"
+            history
+                .iter()
+                .any(|h| h["type"] == "succeeded" && h["worker"] == survivor.as_str()),
+            "{name} was finished by the survivor {survivor}: {history:#?}"
         );
+        if held_by_victim.contains(&name) {
+            assert!(
+                history.iter().any(|h| h["type"] == "takeover"),
+                "{name} was held by the killed worker and must have been taken over: {history:#?}"
+            );
+        }
+        finished.insert(name, t);
     }
 
     // Every step's model call happened once, except a step in flight at the kill.
@@ -419,12 +439,9 @@ fn message_driven_across_processes_survives_a_killed_worker() {
             continue;
         }
         assert_eq!(cs.len(), 2, "a step ran more than twice: {key}");
-        // In flight: its first call was cut off by the kill, or answered so shortly before it
-        // that the step could not have been recorded yet.
-        let in_flight = cs[0].started < killed_at
-            && cs[0].finished.is_none_or(|f| {
-                killed_at.saturating_duration_since(f) < Duration::from_millis(250)
-            });
+        // In flight: its first call was waiting at the gate when the victim died (every
+        // first step was recorded before the kill).
+        let in_flight = cs[0].started < killed_at && cs[0].finished.is_none_or(|f| f > killed_at);
         assert!(
             in_flight && cs[1].started > killed_at,
             "a step ran twice though it was not in flight at the kill: {key}"
@@ -456,18 +473,27 @@ fn message_driven_across_processes_survives_a_killed_worker() {
             ]),
             "events",
         );
-        if events.lines().filter(|l| l.contains("chain-")).count() >= tasks {
+        let missing: Vec<&String> = finished
+            .keys()
+            .filter(|name| {
+                !events
+                    .lines()
+                    .any(|l| l.contains(&format!("\"name\":\"{name}\"")))
+            })
+            .collect();
+        if missing.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "task.succeeded events from the workers: {events}"
+            "no task.succeeded event for {missing:?} (finished by the survivor {survivor}); \
+             events: {events}"
         );
     }
 
     // The survivor drains and exits cleanly on SIGTERM.
-    let survivor = cluster.workers.swap_remove(1 - victim_index);
-    assert!(survivor.terminate().success());
+    let survivor_worker = cluster.workers.swap_remove(1 - victim_index);
+    assert!(survivor_worker.terminate().success());
 }
 
 #[test]
