@@ -245,6 +245,11 @@ fn trace_types(t: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Whether a model call of a [`chain_manifests`] chain is for a step after the first.
+fn after_the_first_step(conversation: &str) -> bool {
+    !conversation.contains("you are plan")
+}
+
 /// A fake-model endpoint, three agents in a chain and `tasks` tasks `chain-<i>` on it.
 fn chain_manifests(model: &FakeModel, tasks: usize) -> String {
     let mut yaml = format!(
@@ -341,9 +346,7 @@ fn message_driven_across_processes_survives_a_killed_worker() {
     // the later steps' model calls wait at the fake model's gate, which opens after the kill.
     // So the victim is certain to hold tasks with a recorded step and a step in flight, and it
     // cannot finish one between the read below and the kill, however slow the machine is.
-    let model = FakeModel::start_gated(Duration::from_millis(400), |conversation| {
-        !conversation.contains("you are plan")
-    });
+    let model = FakeModel::start_gated(Duration::from_millis(400), after_the_first_step);
     let tasks = 8;
     apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
 
@@ -620,13 +623,12 @@ fn workers_ride_out_a_postgres_outage_without_repeating_a_step() {
     else {
         return;
     };
-    wait_for_finished_steps(&model, 2);
-    // Cut while a model call is in flight: its step finishes during the outage and must keep
-    // its result. (1 s model calls: on a busy machine the cut may come a while after the call
-    // was seen in flight.)
-    wait_for_a_step_in_flight(&model);
+    // Cut while the second steps' model calls wait at the gate (every first step is recorded
+    // by then), and let them finish during the outage: their results must be kept.
+    wait_for_calls(&model, 2 * tasks);
     postgres.cut();
     let cut_at = Instant::now();
+    model.open_gate();
     // Longer than the workers' 5 s lease: it runs out while nobody can renew or write it.
     std::thread::sleep(Duration::from_secs(8));
     let restored_at = Instant::now();
@@ -653,50 +655,35 @@ fn a_postgres_outage_longer_than_the_lease_repeats_only_steps_in_flight() {
     else {
         return;
     };
-    // The first steps finish well before the cut (recorded by then: a write takes
-    // milliseconds); the last ones are in flight at the cut (1 s model calls).
-    wait_for_finished_steps(&model, tasks);
-    std::thread::sleep(RECORDED_WITHIN);
-    wait_for_a_step_in_flight(&model);
+    // The second steps' model calls wait at the gate until the cut, so every first step is
+    // recorded before it and the second ones are in flight at it (1 s model calls).
+    wait_for_calls(&model, 2 * tasks);
     postgres.cut();
-    let cut_at = Instant::now();
+    model.open_gate();
     std::thread::sleep(Duration::from_secs(8));
     postgres.restore();
 
     chains_succeed(&cluster, tasks, Duration::from_secs(90));
-    let calls = model.calls();
-    let recorded_before_cut = |key: &str| {
-        calls
-            .iter()
-            .any(|c| c.key == key && c.finished.is_some_and(|f| f + RECORDED_WITHIN < cut_at))
-    };
     let mut by_step: BTreeMap<&str, usize> = BTreeMap::new();
+    let calls = model.calls();
     for c in &calls {
         *by_step.entry(c.key.as_str()).or_default() += 1;
     }
     assert_eq!(by_step.len(), tasks * 3);
-    let recorded = by_step.keys().filter(|k| recorded_before_cut(k)).count();
-    assert!(
-        recorded >= tasks,
-        "only {recorded} steps finished before the cut"
-    );
     for (step, runs) in &by_step {
-        let allowed = if recorded_before_cut(step) { 1 } else { 2 };
+        let recorded_before_cut = !after_the_first_step(step);
+        let allowed = if recorded_before_cut { 1 } else { 2 };
         assert!(
             *runs <= allowed,
-            "a step ran {runs} times (recorded before the cut: {}):\n{step}",
-            recorded_before_cut(step)
+            "a step ran {runs} times (recorded before the cut: {recorded_before_cut}):\n{step}"
         );
     }
 }
 
-/// Longer than a finished step takes to be recorded, even on a busy machine.
-const RECORDED_WITHIN: Duration = Duration::from_millis(1500);
-
 /// `workers` workers and orlojd reaching Postgres through a [`PgProxy`] (so cutting it takes
 /// Postgres away from all of them while the server, shared with other tests, runs on), running
-/// `tasks` chains of [`chain_manifests`] with model calls of `model_delay`. None (skip) without
-/// the test services.
+/// `tasks` chains of [`chain_manifests`] with model calls of `model_delay`; the calls after the
+/// first step wait for [`FakeModel::open_gate`]. None (skip) without the test services.
 fn behind_a_postgres_proxy(
     workers: usize,
     tasks: usize,
@@ -706,17 +693,20 @@ fn behind_a_postgres_proxy(
     let nats = nats_url()?;
     let (postgres, proxied) = PgProxy::start(&dsn);
     let cluster = cluster_on(&proxied, &nats, workers);
-    let model = FakeModel::start(model_delay);
+    let model = FakeModel::start_gated(model_delay, after_the_first_step);
     apply_yaml(&cluster.server, &chain_manifests(&model, tasks));
     Some((postgres, cluster, model))
 }
 
-/// Waits until a model call has started and not finished.
-fn wait_for_a_step_in_flight(model: &FakeModel) {
+/// Waits until `n` model calls have started.
+fn wait_for_calls(model: &FakeModel, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !model.calls().iter().any(|c| c.finished.is_none()) {
-        assert!(Instant::now() < deadline, "no step in flight");
-        std::thread::sleep(Duration::from_millis(5));
+    while model.calls().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} model calls started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
