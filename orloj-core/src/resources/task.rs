@@ -1,6 +1,7 @@
 //! Task (spec §2.13): spec, status, trace events and messages.
 
 use super::ResourceSpec;
+use super::SharedList;
 use super::duration::check_duration;
 use super::tool::JITTER_MODES;
 use super::util::{
@@ -255,17 +256,17 @@ pub struct TaskStatus {
     )]
     pub last_heartbeat: String,
     /// Execution trace.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub trace: Vec<TaskTraceEvent>,
+    #[serde(default, skip_serializing_if = "SharedList::is_empty")]
+    pub trace: SharedList<TaskTraceEvent>,
     /// Lifecycle history.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<TaskHistoryEvent>,
+    #[serde(default, skip_serializing_if = "SharedList::is_empty")]
+    pub history: SharedList<TaskHistoryEvent>,
     /// Agent messages (message-driven mode).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub messages: Vec<TaskMessage>,
+    #[serde(default, skip_serializing_if = "SharedList::is_empty")]
+    pub messages: SharedList<TaskMessage>,
     /// Processed message keys.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub message_idempotency: Vec<TaskMessageIdempotency>,
+    #[serde(default, skip_serializing_if = "SharedList::is_empty")]
+    pub message_idempotency: SharedList<TaskMessageIdempotency>,
     /// Join progress per node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub join_states: Vec<TaskJoinState>,

@@ -288,6 +288,7 @@ fn open_messages(status: &TaskStatus, attempt: i64) -> impl Iterator<Item = (usi
     status
         .messages
         .iter()
+        .map(|m| &**m)
         .enumerate()
         .filter(move |(_, m)| m.attempt == attempt && is_open(m))
 }
@@ -407,7 +408,7 @@ impl Worker {
         let mut status = resources::status_of::<TaskSpec>(&task).unwrap_or_default();
         let record_claim = |s: &mut TaskStatus| {
             if let Some(claim) = &claim
-                && !s.history.contains(claim)
+                && !s.history.contains_entry(claim)
             {
                 push_history(s, claim.clone());
             }

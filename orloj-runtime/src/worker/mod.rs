@@ -1064,7 +1064,7 @@ impl Worker {
             .await?;
         let status = resources::status_of::<TaskSpec>(&fresh).unwrap_or_default();
         Ok((fresh.metadata.created_at == task.metadata.created_at
-            && status.history.contains(entry))
+            && status.history.contains_entry(entry))
         .then_some(fresh))
     }
 
@@ -1441,24 +1441,25 @@ fn is_waiting(status: &TaskStatus) -> bool {
 /// Appends `entry` unless the newest entries already hold it (a transition applied over a
 /// status that carries it already: a write tried again, a merge of this worker's progress).
 fn push_history(status: &mut TaskStatus, entry: TaskHistoryEvent) {
-    if status.history.iter().rev().take(8).any(|h| *h == entry) {
+    if status.history.iter().rev().take(8).any(|h| **h == entry) {
         return;
     }
     status.history.push(entry);
     if status.history.len() > MAX_HISTORY {
-        let excess = status.history.len() - MAX_HISTORY;
-        status.history.drain(..excess);
+        status
+            .history
+            .remove_first(status.history.len() - MAX_HISTORY);
     }
 }
 
 fn cap(status: &mut TaskStatus) {
     if status.trace.len() > MAX_TRACE {
-        let excess = status.trace.len() - MAX_TRACE;
-        status.trace.drain(..excess);
+        status.trace.remove_first(status.trace.len() - MAX_TRACE);
     }
     if status.messages.len() > MAX_MESSAGES {
-        let excess = status.messages.len() - MAX_MESSAGES;
-        status.messages.drain(..excess);
+        status
+            .messages
+            .remove_first(status.messages.len() - MAX_MESSAGES);
     }
 }
 
@@ -1476,8 +1477,8 @@ fn merge_progress(fresh: &mut TaskStatus, ours: &TaskStatus) {
         .map(|h| h.timestamp.clone())
         .unwrap_or_default();
     for entry in &ours.history {
-        if entry.timestamp >= newest && !fresh.history.contains(entry) {
-            fresh.history.push(entry.clone());
+        if entry.timestamp >= newest && !fresh.history.contains_entry(entry) {
+            fresh.history.push((**entry).clone());
         }
     }
 }
@@ -1516,12 +1517,13 @@ mod tests {
                 entry("old", "2026-01-01T00:00:00.000Z"),
                 entry("created", "2026-01-01T00:00:01.000Z"),
                 entry("claim", "2026-01-01T00:00:03.000Z"),
-            ],
+            ]
+            .into(),
             ..Default::default()
         };
         // Written meanwhile (a lease renewal) without the claim, with the oldest entry trimmed.
         let mut fresh = TaskStatus {
-            history: vec![entry("created", "2026-01-01T00:00:01.000Z")],
+            history: vec![entry("created", "2026-01-01T00:00:01.000Z")].into(),
             ..Default::default()
         };
         merge_progress(&mut fresh, &ours);
@@ -1537,12 +1539,12 @@ mod tests {
         // and the fresh status gets the merge and then the transition.
         let done = entry("succeeded", "2026-01-01T00:00:05.000Z");
         let mut ours = TaskStatus {
-            history: vec![entry("claim", "2026-01-01T00:00:03.000Z")],
+            history: vec![entry("claim", "2026-01-01T00:00:03.000Z")].into(),
             ..Default::default()
         };
         push_history(&mut ours, done.clone());
         let mut fresh = TaskStatus {
-            history: vec![entry("created", "2026-01-01T00:00:01.000Z")],
+            history: vec![entry("created", "2026-01-01T00:00:01.000Z")].into(),
             ..Default::default()
         };
         merge_progress(&mut fresh, &ours);
