@@ -102,16 +102,16 @@ async fn pipeline_succeeds_with_trace_history_messages_and_handoffs() {
     assert_eq!(s.messages[1].content, "model=gpt-4o step=1");
 
     let out = &s.output;
-    assert_eq!(out["agents_executed"], "3");
-    assert_eq!(out["execution_order"], "planner -> research -> writer");
-    assert_eq!(out["agent.1.name"], "planner");
-    assert_eq!(out["agent.2.name"], "research");
-    assert_eq!(out["agent.1.message_to"], "research");
-    assert_eq!(out["agent.1.message_content"], "model=gpt-4o step=1");
-    assert_eq!(out["result"], "executed");
-    assert_eq!(out["system"], "pipe");
-    assert_eq!(out["topic"], "rust");
-    assert_eq!(out["last_agent"], "writer");
+    assert_eq!(&*out["agents_executed"], "3");
+    assert_eq!(&*out["execution_order"], "planner -> research -> writer");
+    assert_eq!(&*out["agent.1.name"], "planner");
+    assert_eq!(&*out["agent.2.name"], "research");
+    assert_eq!(&*out["agent.1.message_to"], "research");
+    assert_eq!(&*out["agent.1.message_content"], "model=gpt-4o step=1");
+    assert_eq!(&*out["result"], "executed");
+    assert_eq!(&*out["system"], "pipe");
+    assert_eq!(&*out["topic"], "rust");
+    assert_eq!(&*out["last_agent"], "writer");
 
     let requests = env.model.requests.lock().expect("lock").clone();
     let research = requests
@@ -231,9 +231,9 @@ async fn manager_research_loop_is_bounded_by_max_turns() {
     assert_eq!(s.phase, "Succeeded", "{}", s.last_error);
     let on_branch = s.messages.iter().filter(|m| m.branch_id == "b001").count();
     assert_eq!(on_branch, 3);
-    assert_eq!(s.output["agents_executed"], "3");
+    assert_eq!(&*s.output["agents_executed"], "3");
     assert_eq!(
-        s.output["execution_order"],
+        &*s.output["execution_order"],
         "manager -> research -> manager"
     );
     assert!(s.messages.iter().all(|m| m.phase == "Succeeded"));
@@ -325,13 +325,13 @@ async fn token_accounting_worked_example() {
     let s = status(&t);
     assert_eq!(s.phase, "Succeeded", "{}", s.last_error);
     let out = &s.output;
-    assert_eq!(out["agent.1.steps"], "1");
-    assert_eq!(out["agent.1.tokens_used"], "19");
-    assert_eq!(out["agent.1.token_usage_source"], "estimated");
-    assert_eq!(out["agent.1.estimated_tokens"], "122");
-    assert_eq!(out["agent.1.tool_calls"], "0");
-    assert_eq!(out["agent.1.output"], "model=gpt-4o step=1");
-    assert_eq!(out["tokens_used_total"], "19");
+    assert_eq!(&*out["agent.1.steps"], "1");
+    assert_eq!(&*out["agent.1.tokens_used"], "19");
+    assert_eq!(&*out["agent.1.token_usage_source"], "estimated");
+    assert_eq!(&*out["agent.1.estimated_tokens"], "122");
+    assert_eq!(&*out["agent.1.tool_calls"], "0");
+    assert_eq!(&*out["agent.1.output"], "model=gpt-4o step=1");
+    assert_eq!(&*out["tokens_used_total"], "19");
     let call = s
         .trace
         .iter()
@@ -358,8 +358,8 @@ async fn tool_agent_runs_tool_then_completes() {
     let s = status(&t);
     assert_eq!(s.phase, "Succeeded", "{}", s.last_error);
     // Step 1 calls the tool; step 2 no longer offers it (short_circuit) and completes.
-    assert_eq!(s.output["agent.1.steps"], "2");
-    assert_eq!(s.output["agent.1.tool_calls"], "1");
+    assert_eq!(&*s.output["agent.1.steps"], "2");
+    assert_eq!(&*s.output["agent.1.tool_calls"], "1");
     assert_eq!(env.tools.names(), ["web-search"]);
     let call = env.tools.calls.lock().expect("lock")[0].clone();
     assert_eq!(call.input, "rust");
@@ -387,7 +387,7 @@ async fn fan_out_and_wait_for_all_join_runs_the_join_node_once() {
     let s = status(&t);
     assert_eq!(s.phase, "Succeeded", "{}", s.last_error);
     assert_eq!(
-        s.output["execution_order"],
+        &*s.output["execution_order"],
         "manager -> research -> social -> editor"
     );
     let branches: Vec<&str> = s.messages.iter().map(|m| m.branch_id.as_str()).collect();
@@ -433,7 +433,7 @@ async fn entry_node_with_incoming_loop_edges_does_not_deadlock() {
     // Kickoff runs the coordinator without waiting on its join; the scouts' replies join into
     // one more coordinator run, whose second round of replies finds the join already activated.
     assert_eq!(
-        s.output["execution_order"],
+        &*s.output["execution_order"],
         "coordinator -> scout-a -> scout-b -> coordinator -> scout-a -> scout-b"
     );
     assert!(s.messages.iter().all(|m| m.phase == "Succeeded"));

@@ -118,12 +118,12 @@ async fn policy_for_another_task_does_not_apply_and_output_reports_policies() {
     let t = run(&env, &yaml).await;
     let s = status(&t);
     assert_eq!(s.phase, "Succeeded", "{}", s.last_error);
-    assert_eq!(s.output["policies_enforced"], "1");
-    assert_eq!(s.output["policies_matched"], "budget");
-    assert_eq!(s.output["token_budget"], "100000");
+    assert_eq!(&*s.output["policies_enforced"], "1");
+    assert_eq!(&*s.output["policies_matched"], "budget");
+    assert_eq!(&*s.output["token_budget"], "100000");
     let used: u64 = s.output["tokens_used_total"].parse().expect("number");
     assert_eq!(
-        s.output["tokens_used_remaining"],
+        s.output["tokens_used_remaining"].to_string(),
         (100000 - used).to_string()
     );
     assert_eq!(env.tools.names(), ["web"]);

@@ -151,7 +151,7 @@ fn comparable(s: &TaskStatus) -> Value {
         .output
         .iter()
         .filter(|(k, _)| !k.ends_with("duration_ms"))
-        .map(|(k, v)| (k.clone(), json!(v)))
+        .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     let history: Vec<&str> = s.history.iter().map(|h| h.event_type.as_str()).collect();
     json!({
@@ -374,7 +374,10 @@ async fn takeover_skips_completed_steps(mode: ExecutionMode) {
         "{mode:?}: only the step in flight ran again"
     );
     assert_eq!(calls(&env, "writer"), 1, "{mode:?}: writer ran once");
-    assert_eq!(s.output["execution_order"], "planner -> research -> writer");
+    assert_eq!(
+        &*s.output["execution_order"],
+        "planner -> research -> writer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -705,7 +705,7 @@ pub async fn typed_task_status_reads_back_as_json(store: DynStore, clock: Arc<Ma
         assigned_worker: "w1".into(),
         lease_until: task_queue::format_time(lease),
         attempts: 1,
-        output: [("k".to_string(), "v".to_string())].into(),
+        output: [("k".into(), "v".into())].into(),
         ..Default::default()
     });
     let written = store

@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Every phase a Task may be in.
 pub const TASK_PHASES: &[&str] = &[
@@ -182,6 +183,10 @@ pub(crate) fn normalize_task_spec(
     Ok(())
 }
 
+/// A task's output, key → text. Keys and texts are shared between status versions: copying a
+/// status copies pointers, not the texts.
+pub type TaskOutput = BTreeMap<Arc<str>, Arc<str>>;
+
 /// `Task.status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskStatus {
@@ -226,7 +231,7 @@ pub struct TaskStatus {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     #[schemars(with = "BTreeMap<String, String>")]
-    pub output: BTreeMap<String, String>,
+    pub output: TaskOutput,
     /// Worker chosen by the scheduler.
     #[serde(
         rename = "assignedWorker",

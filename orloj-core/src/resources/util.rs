@@ -120,16 +120,20 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// Deserializes `map[string]string`, accepting numbers and booleans as values (YAML writes
 /// `count: 3` without quotes) by converting them to their string form.
-pub(crate) fn lenient_string_map<'de, D: Deserializer<'de>>(
+pub(crate) fn lenient_string_map<'de, D, K, V>(
     d: D,
-) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+) -> std::result::Result<BTreeMap<K, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    K: From<String> + Ord,
+    V: From<String>,
+{
     let raw: Option<BTreeMap<String, Value>> = Option::deserialize(d)?;
     raw.unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| {
-            scalar_to_string::<D::Error>(v)
-                .map(|s| (k.clone(), s))
-                .map_err(|e| serde::de::Error::custom(format!("{k}: {e}")))
+        .map(|(k, v)| match scalar_to_string::<D::Error>(v) {
+            Ok(s) => Ok((K::from(k), V::from(s))),
+            Err(e) => Err(serde::de::Error::custom(format!("{k}: {e}"))),
         })
         .collect()
 }

@@ -14,12 +14,13 @@ use crate::governance::policy::PolicySet;
 use orloj_core::clock::Clock;
 use orloj_core::model::{ModelRouter, ResolvedModel};
 use orloj_core::resources::{
-    AgentSpec, AgentSystemSpec, TaskJoinSource, TaskJoinState, TaskMessage, TaskSpec, TaskStatus,
-    TaskTraceEvent, spec_of,
+    AgentSpec, AgentSystemSpec, TaskJoinSource, TaskJoinState, TaskMessage, TaskOutput, TaskSpec,
+    TaskStatus, TaskTraceEvent, spec_of,
 };
 use orloj_core::task_queue::format_time;
 use orloj_core::{ErrorKind, Kind, Object, Store, split_ref};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// Upper bound on agent runs of one attempt, a guard against runaway fan-out inside cycles.
 pub const MAX_AGENT_RUNS: usize = 1000;
@@ -521,11 +522,14 @@ impl<'a> GraphRun<'a> {
             return Some(last.clone());
         }
         (1..=self.runs(status)).rev().find_map(|i| {
-            let name = status.output.get(&format!("agent.{i}.name"))?;
+            let name = status.output.get(format!("agent.{i}.name").as_str())?;
             if !name.eq_ignore_ascii_case(agent) {
                 return None;
             }
-            status.output.get(&format!("agent.{i}.last_event")).cloned()
+            status
+                .output
+                .get(format!("agent.{i}.last_event").as_str())
+                .map(|e| e.to_string())
         })
     }
 
@@ -1004,13 +1008,9 @@ impl<'a> GraphRun<'a> {
                     ..Default::default()
                 };
                 self.push_trace(status, t, run_index);
-                status
-                    .output
-                    .insert(format!("agent.{run_index}.message_to"), to.clone());
-                status.output.insert(
-                    format!("agent.{run_index}.message_content"),
-                    content.clone(),
-                );
+                let mut out = OutputWriter::new(&mut status.output);
+                out.put_agent(run_index, "message_to", to.as_str().into());
+                out.put_agent(run_index, "message_content", content.as_str().into());
             }
         }
         self.complete_message(status, index, "");
@@ -1024,59 +1024,43 @@ impl<'a> GraphRun<'a> {
         agent: &PlannedAgent,
         o: &TurnOutcome,
     ) {
-        let out = &mut status.output;
-        let mut put = |k: String, v: String| {
-            out.insert(k, v);
-        };
-        put(format!("agent.{i}.name"), agent.name.clone());
-        put(format!("agent.{i}.model"), agent.model.model.clone());
-        put(format!("agent.{i}.steps"), o.steps.to_string());
-        put(format!("agent.{i}.tool_calls"), o.tool_calls.to_string());
-        put(
-            format!("agent.{i}.memory_writes"),
-            o.memory_writes.to_string(),
+        let mut out = OutputWriter::new(&mut status.output);
+        // A text written under several keys is one shared string.
+        let name: Arc<str> = agent.name.as_str().into();
+        let last_event: Arc<str> = o.last_event.as_str().into();
+        let output: Arc<str> = o.output.as_str().into();
+        let steps = out.text(o.steps);
+        let tool_calls = out.text(o.tool_calls);
+        let tokens_used = out.text(o.tokens_used);
+        let estimated_tokens = out.text(o.estimated_tokens);
+        out.put_agent(i, "name", name.clone());
+        out.put_agent(i, "model", agent.model.model.as_str().into());
+        out.put_agent(i, "steps", steps.clone());
+        out.put_agent(i, "tool_calls", tool_calls.clone());
+        let memory_writes = out.text(o.memory_writes);
+        out.put_agent(i, "memory_writes", memory_writes);
+        let duration = out.text(o.duration.as_millis());
+        out.put_agent(i, "duration_ms", duration);
+        out.put_agent(i, "estimated_tokens", estimated_tokens.clone());
+        out.put_agent(i, "tokens_used", tokens_used.clone());
+        out.put_agent(
+            i,
+            "token_usage_source",
+            o.token_usage_source.as_str().into(),
         );
-        put(
-            format!("agent.{i}.duration_ms"),
-            o.duration.as_millis().to_string(),
-        );
-        put(
-            format!("agent.{i}.estimated_tokens"),
-            o.estimated_tokens.to_string(),
-        );
-        put(format!("agent.{i}.tokens_used"), o.tokens_used.to_string());
-        put(
-            format!("agent.{i}.token_usage_source"),
-            o.token_usage_source.clone(),
-        );
-        put(format!("agent.{i}.last_event"), o.last_event.clone());
-        put(format!("agent.{i}.output"), o.output.clone());
-        put("last_agent".into(), agent.name.clone());
-        put("last_event".into(), o.last_event.clone());
-        put("last_output".into(), o.output.clone());
-        put("last_steps".into(), o.steps.to_string());
-        put("last_tool_calls".into(), o.tool_calls.to_string());
-        put("last_tokens_used".into(), o.tokens_used.to_string());
-        put(
-            "last_estimated_tokens".into(),
-            o.estimated_tokens.to_string(),
-        );
-        put("previous_agent".into(), agent.name.clone());
-        put("previous_agent_last_event".into(), o.last_event.clone());
-        let add = |out: &mut BTreeMap<String, String>, key: &str, v: u64| {
-            let total = out
-                .get(key)
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0)
-                + v;
-            out.insert(key.to_string(), total.to_string());
-        };
-        add(&mut status.output, "tokens_used_total", o.tokens_used);
-        add(
-            &mut status.output,
-            "tokens_estimated_total",
-            o.estimated_tokens,
-        );
+        out.put_agent(i, "last_event", last_event.clone());
+        out.put_agent(i, "output", output.clone());
+        out.put("last_agent", name.clone());
+        out.put("last_event", last_event.clone());
+        out.put("last_output", output);
+        out.put("last_steps", steps);
+        out.put("last_tool_calls", tool_calls);
+        out.put("last_tokens_used", tokens_used);
+        out.put("last_estimated_tokens", estimated_tokens);
+        out.put("previous_agent", name);
+        out.put("previous_agent_last_event", last_event);
+        out.add("tokens_used_total", o.tokens_used);
+        out.add("tokens_estimated_total", o.estimated_tokens);
     }
 
     /// Writes the summary output keys and the `task_summary` trace once no message is queued.
@@ -1088,14 +1072,16 @@ impl<'a> GraphRun<'a> {
             .map(|t| t.agent.clone())
             .collect();
         let out = &mut status.output;
-        out.insert("system".into(), self.plan.system.clone());
-        out.insert("priority".into(), self.priority.clone());
-        out.insert("execution_order".into(), runs.join(" -> "));
+        out.insert("system".into(), self.plan.system.as_str().into());
+        out.insert("priority".into(), self.priority.as_str().into());
+        out.insert("execution_order".into(), runs.join(" -> ").into());
         out.insert("result".into(), "executed".into());
-        out.insert("agents_executed".into(), runs.len().to_string());
+        out.insert("agents_executed".into(), runs.len().to_string().into());
         out.insert(
             "topic".into(),
-            self.input.get("topic").cloned().unwrap_or_default(),
+            self.input
+                .get("topic")
+                .map_or_else(|| "".into(), |t| t.as_str().into()),
         );
         for key in ["tokens_used_total", "tokens_estimated_total"] {
             out.entry(key.into()).or_insert_with(|| "0".into());
@@ -1110,20 +1096,80 @@ impl<'a> GraphRun<'a> {
         let out = &mut status.output;
         out.insert(
             "policies_enforced".into(),
-            self.policies.policies.len().to_string(),
+            self.policies.policies.len().to_string().into(),
         );
-        out.insert("policies_matched".into(), self.policies.names());
-        out.insert("token_budget".into(), budget.to_string());
+        out.insert("policies_matched".into(), self.policies.names().into());
+        out.insert("token_budget".into(), budget.to_string().into());
         if budget > 0 {
             for (total, remaining) in [
                 ("tokens_used_total", "tokens_used_remaining"),
                 ("tokens_estimated_total", "tokens_estimated_remaining"),
             ] {
                 let used: u64 = out.get(total).and_then(|s| s.parse().ok()).unwrap_or(0);
-                out.insert(remaining.into(), budget.saturating_sub(used).to_string());
+                out.insert(
+                    remaining.into(),
+                    budget.saturating_sub(used).to_string().into(),
+                );
             }
         }
         self.task_trace(status, "task_summary", message);
+    }
+}
+
+/// Writes a task's output keys without a throwaway string per key or number: formatted
+/// through one reused buffer, and an existing key keeps its key string.
+struct OutputWriter<'a> {
+    out: &'a mut TaskOutput,
+    buf: String,
+}
+
+impl<'a> OutputWriter<'a> {
+    fn new(out: &'a mut TaskOutput) -> Self {
+        Self {
+            out,
+            buf: String::new(),
+        }
+    }
+
+    /// `value` as text.
+    fn text(&mut self, value: impl std::fmt::Display) -> Arc<str> {
+        use std::fmt::Write as _;
+        self.buf.clear();
+        // Writing into a String cannot fail.
+        let _ = write!(self.buf, "{value}");
+        Arc::from(self.buf.as_str())
+    }
+
+    /// Sets `key`.
+    fn put(&mut self, key: &str, value: Arc<str>) {
+        match self.out.get_mut(key) {
+            Some(v) => *v = value,
+            None => {
+                self.out.insert(key.into(), value);
+            }
+        }
+    }
+
+    /// Sets `agent.<run>.<field>`.
+    fn put_agent(&mut self, run: usize, field: &str, value: Arc<str>) {
+        use std::fmt::Write as _;
+        self.buf.clear();
+        let _ = write!(self.buf, "agent.{run}.{field}");
+        let key = std::mem::take(&mut self.buf);
+        self.put(&key, value);
+        self.buf = key;
+    }
+
+    /// Adds `value` to the number under `key` (0 when missing or not a number).
+    fn add(&mut self, key: &str, value: u64) {
+        let total = self
+            .out
+            .get(key)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+            + value;
+        let total = self.text(total);
+        self.put(key, total);
     }
 }
 
