@@ -837,7 +837,7 @@ impl<'a> GraphRun<'a> {
             return Err(fail(reason));
         }
         let budget = self.policies.token_budget();
-        let outcome = runner
+        let mut outcome = runner
             .run_with_budget(
                 &turn_input,
                 Some(TokenBudget {
@@ -846,7 +846,7 @@ impl<'a> GraphRun<'a> {
                 }),
             )
             .await;
-        for mut t in outcome.trace.clone() {
+        for mut t in std::mem::take(&mut outcome.trace) {
             t.branch_id = msg.branch_id.clone();
             self.push_trace(status, t, run_index);
         }
