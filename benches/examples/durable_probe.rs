@@ -1,6 +1,8 @@
 //! Runs durable batches (Postgres store, NATS JetStream bus, as `cargo bench` sets them up) and
-//! prints every batch's time and, per store method, the calls made and how long they took as
-//! the worker saw them (p50, p99, total): where a busy worker waits.
+//! prints every batch's time, the CPU time per task over the batch (the whole machine's, this
+//! worker's, and the rest: Postgres and nats-server), and, per store method, the calls made and
+//! how long they took as the worker saw them (p50, p99, total): where a busy worker waits and
+//! where the CPU goes.
 //!
 //! ```sh
 //! TEST_DATABASE_URL=... TEST_NATS_URL=... \
