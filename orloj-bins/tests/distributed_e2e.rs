@@ -369,10 +369,32 @@ fn message_driven_across_processes_survives_a_killed_worker() {
         if mid_graph.len() == tasks {
             break mid_graph;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the tasks never all had their first step recorded: {mid_graph:?}"
-        );
+        if Instant::now() >= deadline {
+            let states: Vec<String> = all_tasks(&cluster.server)
+                .iter()
+                .map(|t| {
+                    let s = &t["status"];
+                    let history: Vec<&str> = s["history"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|h| h["type"].as_str())
+                        .collect();
+                    format!(
+                        "{} {} claimedBy={} assignedWorker={} history={history:?} trace={:?}",
+                        t["metadata"]["name"],
+                        s["phase"],
+                        s["claimedBy"],
+                        s["assignedWorker"],
+                        trace_types(t)
+                    )
+                })
+                .collect();
+            panic!(
+                "the tasks never all had their first step recorded: {mid_graph:?}\n{}",
+                states.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
     let victim = holders["chain-0"].clone();

@@ -4,10 +4,16 @@
 //!
 //! Every pass: the eligible workers are those in phase Ready or Pending whose heartbeat is at
 //! most [`WORKER_STALE_AFTER`] old. For each Pending, due, non-template task (by name) the
-//! current assignment is kept when its worker is still eligible and fits; otherwise it is
-//! cleared (history `assignment_cleared`) and the fitting worker with the lowest
-//! `currentTasks + assignments this pass` below its `max_concurrent_tasks` is chosen (ties by
-//! name). Writes use compare-and-swap; a task written concurrently is retried on the next pass.
+//! current assignment is kept when its worker is still eligible, fits, and has room
+//! (`currentTasks + assignments kept or made this pass` below its `max_concurrent_tasks`) or no
+//! fitting worker has room; otherwise it is cleared (history `assignment_cleared`) and the
+//! fitting worker with the lowest `currentTasks + assignments this pass` below its
+//! `max_concurrent_tasks` is chosen (ties by name). Writes use compare-and-swap; a task written
+//! concurrently is retried on the next pass.
+//!
+//! "Has room" is ours: the reference keeps an assignment to a worker that is full, and as only
+//! the assigned worker may claim a Pending task, the task then waits for that worker however
+//! many others are idle.
 
 use crate::controllers::WORKER_STALE_AFTER;
 use crate::events::{Event, EventBus};
@@ -237,9 +243,15 @@ impl TaskScheduler {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
+            // Kept while its worker has room, or when no fitting worker has (moving it would not
+            // help). The reference keeps it whenever the worker is eligible and fits, so a task
+            // assigned to a worker that filled up meanwhile waits for that worker while others
+            // sit idle: the claim rules let only the assigned worker take it.
             if !current.is_empty()
                 && let Some(&i) = index.get(&current)
                 && req.fit(&candidates[i])
+                && (candidates[i].load < candidates[i].capacity
+                    || !candidates.iter().any(|c| c.load < c.capacity && req.fit(c)))
             {
                 candidates[i].load += 1;
                 continue;

@@ -51,6 +51,27 @@ impl Env {
             .expect("worker status");
     }
 
+    /// Sets how many tasks worker `name` reports running.
+    async fn load(&self, name: &str, current: i64) {
+        let w = self
+            .store
+            .get(Kind::Worker, "default", name)
+            .await
+            .expect("get worker");
+        let mut status = w.status.clone();
+        status["currentTasks"] = json!(current);
+        self.store
+            .update_status(
+                Kind::Worker,
+                "default",
+                name,
+                Some(&w.metadata.resource_version),
+                status,
+            )
+            .await
+            .expect("worker status");
+    }
+
     async fn task(&self, name: &str, spec: Value) {
         let mut o = Object::new(Kind::Task, "default", name);
         o.spec = spec;
@@ -187,6 +208,41 @@ async fn least_loaded_worker_wins_counting_this_pass_and_capacity() {
     assert_eq!(again.assigned, vec![]);
     assert_eq!(again.cleared, vec![]);
     assert_eq!(e.history("t1").await, vec!["assigned"]);
+}
+
+#[tokio::test]
+async fn an_assignment_to_a_worker_that_filled_up_moves_to_one_with_room() {
+    let e = env();
+    e.worker("w-busy", json!({"max_concurrent_tasks": 1}), 1, 0)
+        .await;
+    e.worker("w-free", json!({"max_concurrent_tasks": 1}), 1, 1)
+        .await;
+    e.task("t", run("s", json!({}))).await;
+    e.scheduler.reconcile_once().await.expect("pass");
+    assert_eq!(e.assigned("t").await, "w-busy");
+
+    // w-busy filled up (claimed other work) and w-free finished its task: the Pending task
+    // would wait for w-busy, since only the assigned worker may claim it.
+    e.load("w-busy", 1).await;
+    e.load("w-free", 0).await;
+    let pass = e.scheduler.reconcile_once().await.expect("pass");
+    assert_eq!(
+        pass.cleared,
+        vec![("default/t".to_string(), "w-busy".to_string())]
+    );
+    assert_eq!(e.assigned("t").await, "w-free");
+    assert_eq!(
+        e.history("t").await,
+        vec!["assigned", "assignment_cleared", "assigned"]
+    );
+
+    // Every fitting worker full: the assignment is kept (moving it would not help).
+    e.load("w-free", 1).await;
+    let pass = e.scheduler.reconcile_once().await.expect("pass");
+    assert_eq!(pass.cleared, vec![]);
+    assert_eq!(pass.assigned, vec![]);
+    assert_eq!(e.assigned("t").await, "w-free");
+    assert_eq!(e.history("t").await.len(), 3);
 }
 
 #[tokio::test]
