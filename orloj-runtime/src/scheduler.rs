@@ -243,26 +243,25 @@ impl TaskScheduler {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
+            let has_room = |c: &Candidate| c.load < c.capacity && req.fit(c);
+            let chosen = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| has_room(c))
+                // min_by_key keeps the first of equal loads, and candidates are sorted by name.
+                .min_by_key(|(_, c)| c.load)
+                .map(|(i, _)| i);
             // Kept while its worker has room, or when no fitting worker has (moving it would not
             // help). The reference keeps it whenever the worker is eligible and fits, so a task
             // assigned to a worker that filled up meanwhile waits for that worker while others
             // sit idle: the claim rules let only the assigned worker take it.
-            if !current.is_empty()
-                && let Some(&i) = index.get(&current)
-                && req.fit(&candidates[i])
-                && (candidates[i].load < candidates[i].capacity
-                    || !candidates.iter().any(|c| c.load < c.capacity && req.fit(c)))
-            {
+            let kept = index.get(&current).copied().filter(|&i| {
+                req.fit(&candidates[i]) && (has_room(&candidates[i]) || chosen.is_none())
+            });
+            if let Some(i) = kept {
                 candidates[i].load += 1;
                 continue;
             }
-            let chosen = candidates
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.load < c.capacity && req.fit(c))
-                // min_by_key keeps the first of equal loads, and candidates are sorted by name.
-                .min_by_key(|(_, c)| c.load)
-                .map(|(i, _)| i);
             if current.is_empty() && chosen.is_none() {
                 continue;
             }

@@ -463,11 +463,7 @@ impl<'a> GraphRun<'a> {
     }
 
     fn tokens_used(status: &TaskStatus) -> u64 {
-        status
-            .output
-            .get("tokens_used_total")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+        output_number(&status.output, "tokens_used_total")
     }
 
     fn now(&self) -> String {
@@ -1071,49 +1067,48 @@ impl<'a> GraphRun<'a> {
             .filter(|t| t.attempt == self.attempt && t.event_type == "agent_end")
             .map(|t| t.agent.clone())
             .collect();
-        let out = &mut status.output;
-        out.insert("system".into(), self.plan.system.as_str().into());
-        out.insert("priority".into(), self.priority.as_str().into());
-        out.insert("execution_order".into(), runs.join(" -> ").into());
-        out.insert("result".into(), "executed".into());
-        out.insert("agents_executed".into(), runs.len().to_string().into());
-        out.insert(
-            "topic".into(),
-            self.input
-                .get("topic")
-                .map_or_else(|| "".into(), |t| t.as_str().into()),
-        );
+        let mut out = OutputWriter::new(&mut status.output);
+        out.put("system", self.plan.system.as_str().into());
+        out.put("priority", self.priority.as_str().into());
+        out.put("execution_order", runs.join(" -> ").into());
+        out.put("result", "executed".into());
+        let executed = out.text(runs.len());
+        out.put("agents_executed", executed);
+        let topic = self.input.get("topic").map_or("", String::as_str);
+        out.put("topic", topic.into());
         for key in ["tokens_used_total", "tokens_estimated_total"] {
-            out.entry(key.into()).or_insert_with(|| "0".into());
+            if !out.out.contains_key(key) {
+                out.put(key, "0".into());
+            }
         }
-        let message = format!(
-            "agents={} tokens_used_total={} tokens_estimated_total={}",
-            runs.len(),
-            out["tokens_used_total"],
-            out["tokens_estimated_total"]
-        );
         let budget = self.policies.token_budget();
-        let out = &mut status.output;
-        out.insert(
-            "policies_enforced".into(),
-            self.policies.policies.len().to_string().into(),
-        );
-        out.insert("policies_matched".into(), self.policies.names().into());
-        out.insert("token_budget".into(), budget.to_string().into());
+        let enforced = out.text(self.policies.policies.len());
+        out.put("policies_enforced", enforced);
+        out.put("policies_matched", self.policies.names().into());
+        let budget_text = out.text(budget);
+        out.put("token_budget", budget_text);
         if budget > 0 {
             for (total, remaining) in [
                 ("tokens_used_total", "tokens_used_remaining"),
                 ("tokens_estimated_total", "tokens_estimated_remaining"),
             ] {
-                let used: u64 = out.get(total).and_then(|s| s.parse().ok()).unwrap_or(0);
-                out.insert(
-                    remaining.into(),
-                    budget.saturating_sub(used).to_string().into(),
-                );
+                let left = out.text(budget.saturating_sub(out.number(total)));
+                out.put(remaining, left);
             }
         }
+        let message = format!(
+            "agents={} tokens_used_total={} tokens_estimated_total={}",
+            runs.len(),
+            status.output["tokens_used_total"],
+            status.output["tokens_estimated_total"]
+        );
         self.task_trace(status, "task_summary", message);
     }
+}
+
+/// The number under output `key` (0 when missing or not a number).
+fn output_number(out: &TaskOutput, key: &str) -> u64 {
+    out.get(key).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// Writes a task's output keys without a throwaway string per key or number: formatted
@@ -1160,15 +1155,14 @@ impl<'a> OutputWriter<'a> {
         self.buf = key;
     }
 
-    /// Adds `value` to the number under `key` (0 when missing or not a number).
+    /// The number under `key` ([`output_number`]).
+    fn number(&self, key: &str) -> u64 {
+        output_number(self.out, key)
+    }
+
+    /// Adds `value` to the number under `key` ([`output_number`]).
     fn add(&mut self, key: &str, value: u64) {
-        let total = self
-            .out
-            .get(key)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-            + value;
-        let total = self.text(total);
+        let total = self.text(self.number(key) + value);
         self.put(key, total);
     }
 }
