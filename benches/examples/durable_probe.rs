@@ -2,7 +2,8 @@
 //! prints every batch's time, the CPU time per task over the batch (the whole machine's, this
 //! worker's, and the rest: Postgres and nats-server), and, per store method, the calls made and
 //! how long they took as the worker saw them (p50, p99, total): where a busy worker waits and
-//! where the CPU goes.
+//! where the CPU goes. With one task per batch it also prints when each store call started and
+//! ended: the task's critical path.
 //!
 //! ```sh
 //! TEST_DATABASE_URL=... TEST_NATS_URL=... \
@@ -50,6 +51,7 @@ fn main() -> std::result::Result<(), String> {
                     .map_err(|e| e.to_string())?,
             ),
             times: Mutex::new(HashMap::new()),
+            timeline: Mutex::new(Vec::new()),
         });
         let store: Arc<dyn Store> = timing.clone();
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -72,7 +74,13 @@ fn main() -> std::result::Result<(), String> {
             if tasks > 1 {
                 db.vacuum().await?;
             }
+            timing
+                .timeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             let before = CpuTicks::now();
+            let origin = Instant::now();
             let (t, names) = dispatch.run_tasks(agents, tasks).await?;
             let cpu = CpuTicks::now().since(&before, tasks);
             dispatch.delete_tasks(names).await?;
@@ -82,6 +90,16 @@ fn main() -> std::result::Result<(), String> {
                 tasks as f64 / t.as_secs_f64()
             );
             print!("{}", timing.report());
+            // One task alone: when each store call started and ended, from the batch's start.
+            if tasks == 1 {
+                let calls =
+                    std::mem::take(&mut *timing.timeline.lock().unwrap_or_else(|e| e.into_inner()));
+                for (what, start, end) in calls {
+                    let ms =
+                        |t: Instant| t.saturating_duration_since(origin).as_secs_f64() * 1000.0;
+                    println!("      {:>7.3} → {:>7.3} ms  {what}", ms(start), ms(end));
+                }
+            }
         }
         dispatch.stop().await;
         let _ = nats.delete_stream().await;
@@ -146,6 +164,8 @@ impl CpuTicks {
 struct TimingStore {
     inner: Arc<dyn Store>,
     times: Mutex<HashMap<&'static str, Vec<Duration>>>,
+    /// Every call's method, start and end (printed for batches of one task).
+    timeline: Mutex<Vec<(&'static str, Instant, Instant)>>,
 }
 
 impl TimingStore {
@@ -153,6 +173,10 @@ impl TimingStore {
         let start = Instant::now();
         let out = fut.await;
         let took = start.elapsed();
+        self.timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((what, start, start + took));
         self.times
             .lock()
             .unwrap_or_else(|e| e.into_inner())

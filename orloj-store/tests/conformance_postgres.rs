@@ -765,3 +765,44 @@ async fn events_missed_by_the_bounded_prune_are_swept() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Migration 0009: listeners keep only the highest revision notified, so a statement that inserts
+/// several events notifies once, with its highest revision, and one that inserts none does not
+/// notify at all.
+#[tokio::test]
+async fn an_event_statement_notifies_once_with_its_highest_revision() {
+    let Some((_store, db)) = make(clock(), None).await else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .expect("listener");
+    listener.listen("orloj_store_events").await.expect("listen");
+    let insert = |from: i64, to: i64| {
+        sqlx::query(
+            "INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, \
+             created_at) SELECT r, 'Agent', 'ns', 'a' || r, 'added', '{}'::jsonb, now() \
+             FROM generate_series($1::bigint, $2::bigint) AS r",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&pool)
+    };
+    insert(1001, 1003)
+        .await
+        .expect("three events in one statement");
+    insert(1005, 1004).await.expect("no event");
+    insert(1004, 1004).await.expect("one event");
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), listener.recv())
+            .await
+            .expect("a notification within 5 s")
+            .expect("the listener stays connected")
+            .payload()
+            .to_string()
+    };
+    // Per row, the first statement alone would have notified 1001, 1002 and 1003.
+    assert_eq!(next().await, "1003");
+    assert_eq!(next().await, "1004");
+}
