@@ -21,12 +21,7 @@ use std::sync::Arc;
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 fn main() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let mut number = |what: &str, default: usize| -> Result<usize, String> {
-        args.next()
-            .map_or(Ok(default), |a| a.parse())
-            .map_err(|e| format!("{what}: {e}"))
-    };
+    let mut number = orloj_benches::numbers_from_args();
     let tasks = number("tasks", 1000)?;
     let agents = number("agents", 3)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;

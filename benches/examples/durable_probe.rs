@@ -26,12 +26,7 @@ use std::time::{Duration, Instant};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::result::Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let mut number = |what: &str, default: usize| -> std::result::Result<usize, String> {
-        args.next()
-            .map_or(Ok(default), |a| a.parse())
-            .map_err(|e| format!("{what}: {e}"))
-    };
+    let mut number = orloj_benches::numbers_from_args();
     let batches = number("batches", 10)?;
     let tasks = number("tasks", 200)?;
     let agents = number("agents", 3)?;

@@ -30,12 +30,7 @@ fn cpu_ticks() -> Option<u64> {
 }
 
 fn main() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let mut number = |what: &str, default: usize| -> Result<usize, String> {
-        args.next()
-            .map_or(Ok(default), |a| a.parse())
-            .map_err(|e| format!("{what}: {e}"))
-    };
+    let mut number = orloj_benches::numbers_from_args();
     let batches = number("batches", 10)?;
     let tasks = number("tasks", 2000)?.max(1);
     let agents = number("agents", 3)?;

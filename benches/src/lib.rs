@@ -407,6 +407,18 @@ impl Dispatch {
     }
 }
 
+/// The diagnostic examples' positional arguments: each call reads the next one as a number,
+/// or gives `default` when there is none; an argument that is not a number is an error naming
+/// `what` it was for.
+pub fn numbers_from_args() -> impl FnMut(&str, usize) -> Result<usize, String> {
+    let mut args = std::env::args().skip(1);
+    move |what, default| {
+        args.next()
+            .map_or(Ok(default), |a| a.parse())
+            .map_err(|e| format!("{what}: {e}"))
+    }
+}
+
 /// The `q` quantile (0..=1) of `samples` (nearest rank); zero when empty.
 pub fn quantile(samples: &[Duration], q: f64) -> Duration {
     if samples.is_empty() {
