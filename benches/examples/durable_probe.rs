@@ -124,15 +124,7 @@ impl CpuTicks {
             // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
             Some(fields.iter().sum::<u64>() - fields.get(3)? - fields.get(4)?)
         });
-        let worker = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| {
-                // Fields after the command name (which may hold spaces): utime is the 12th, stime
-                // the 13th.
-                let rest = s.rsplit_once(')')?.1;
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-            });
+        let worker = orloj_benches::process_cpu_ticks();
         Self { machine, worker }
     }
 

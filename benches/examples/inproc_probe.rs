@@ -20,15 +20,6 @@ use std::sync::Arc;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// CPU time this process has used (user + system), in clock ticks of 10 ms; `None` without
-/// Linux `/proc`.
-fn cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 fn main() -> Result<(), String> {
     let mut number = orloj_benches::numbers_from_args();
     let batches = number("batches", 10)?;
@@ -52,9 +43,9 @@ fn main() -> Result<(), String> {
         // Warm up: the store's history ring and the caches fill first.
         dispatch.run_batch(agents, tasks).await?;
         for b in 0..batches {
-            let before = cpu_ticks();
+            let before = orloj_benches::process_cpu_ticks();
             let (took, names) = dispatch.run_tasks(agents, tasks).await?;
-            let cpu = cpu_ticks()
+            let cpu = orloj_benches::process_cpu_ticks()
                 .zip(before)
                 .map(|(after, before)| (after - before) as f64 * 10.0);
             dispatch.delete_tasks(names).await?;
