@@ -93,7 +93,8 @@ impl NatsEventBus {
         Self::with_client(client, config).await
     }
 
-    /// Like [`connect`](Self::connect), over an existing connection.
+    /// Like [`connect`](Self::connect), over an existing connection. The connection must receive
+    /// its own messages (not `no_echo`): it confirms its subscription with one.
     pub async fn with_client(
         client: async_nats::Client,
         config: NatsEventBusConfig,
@@ -112,11 +113,7 @@ impl NatsEventBus {
         let mut subscriber = client.subscribe(subject.clone()).await.map_err(|e| {
             Error::unavailable(format!("subscribing to NATS subject {subject}: {e}"))
         })?;
-        // The subscription is registered on the server before this returns.
-        client
-            .flush()
-            .await
-            .map_err(|e| Error::unavailable(format!("flushing NATS connection: {e}")))?;
+        confirm_subscriptions(&client, config.connect_timeout).await?;
 
         let receive = {
             let local = local.clone();
@@ -194,6 +191,32 @@ impl NatsEventBus {
     /// The NATS subject events travel on.
     pub fn subject(&self) -> &str {
         &self.inner.subject
+    }
+}
+
+/// Returns once the server has registered every subscription `client` made so far. A flush only
+/// writes them to the socket: an event another process published just after that could reach
+/// the server first and find no subscriber. The server handles one connection's commands in
+/// order, so a message published to a fresh inbox on this connection coming back proves the
+/// subscriptions before it are in place.
+async fn confirm_subscriptions(client: &async_nats::Client, timeout: Duration) -> Result<()> {
+    let failed = |e: &dyn std::fmt::Display| {
+        Error::unavailable(format!("confirming the NATS event subscription: {e}"))
+    };
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| failed(&e))?;
+    client
+        .publish(inbox, Vec::new().into())
+        .await
+        .map_err(|e| failed(&e))?;
+    client.flush().await.map_err(|e| failed(&e))?;
+    match tokio::time::timeout(timeout, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(failed(&"the connection closed")),
+        Err(_) => Err(failed(&format!("no answer within {timeout:?}"))),
     }
 }
 
