@@ -282,6 +282,18 @@ impl Store for TimingStore {
         )
         .await
     }
+    async fn claim_tasks(
+        &self,
+        request: &ClaimRequest,
+        max: usize,
+        marker_kinds: Option<&[Kind]>,
+    ) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
+        self.timed(
+            "claim_tasks",
+            self.inner.claim_tasks(request, max, marker_kinds),
+        )
+        .await
+    }
     async fn renew_task_lease(
         &self,
         namespace: &str,

@@ -238,6 +238,35 @@ pub trait Store: Send + Sync + 'static {
         Ok(Some((task, marker)))
     }
 
+    /// Claims up to `max` tasks for one worker, each as [`Store::claim_task`] claims one (in
+    /// claim order), with a [`ChangeMarker`] of `marker_kinds` as [`Store::claim_task_marked`]
+    /// takes it when they are given. Fewer than `max`, or none, when fewer are claimable. A
+    /// store that can claim several tasks in one write overrides this; the default claims one
+    /// at a time, and when a claim fails after others succeeded it returns those (they are
+    /// held now, and the caller must run them) instead of the error, which the next claim
+    /// meets again.
+    async fn claim_tasks(
+        &self,
+        request: &ClaimRequest,
+        max: usize,
+        marker_kinds: Option<&[Kind]>,
+    ) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
+        let mut claimed = Vec::new();
+        while claimed.len() < max {
+            let next = match marker_kinds {
+                Some(kinds) => self.claim_task_marked(request, kinds).await,
+                None => self.claim_task(request).await.map(|t| t.map(|t| (t, None))),
+            };
+            match next {
+                Ok(Some(task)) => claimed.push(task),
+                Ok(None) => break,
+                Err(e) if claimed.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(claimed)
+    }
+
     /// Extends the lease of a task held by `worker_id`. Conflict when the task is not Running
     /// or is held by someone else.
     async fn renew_task_lease(

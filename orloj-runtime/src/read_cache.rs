@@ -385,6 +385,15 @@ impl Store for ReadCache {
         self.inner.claim_task_marked(request, kinds).await
     }
 
+    async fn claim_tasks(
+        &self,
+        request: &ClaimRequest,
+        max: usize,
+        marker_kinds: Option<&[Kind]>,
+    ) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
+        self.inner.claim_tasks(request, max, marker_kinds).await
+    }
+
     async fn renew_task_lease(
         &self,
         namespace: &str,

@@ -385,6 +385,40 @@ async fn never_more_tasks_than_slots(store: Arc<dyn Store>) {
     assert_eq!(most, 2, "two slots: two tasks at once, never more");
 }
 
+/// A worker with free slots asks the store for as many tasks as it has slots in one claim (a
+/// store that claims several in one write, as Postgres does, makes one round trip for them),
+/// and never for more than are free.
+#[tokio::test]
+async fn a_worker_claims_as_many_tasks_as_it_has_free_slots_at_once() {
+    let inner = store();
+    let names = ["b1", "b2", "b3", "b4", "b5"];
+    setup(&inner, &names).await;
+    let counted = Outage::over(&inner, false, false);
+    let store: Arc<dyn Store> = counted.clone();
+    let config = WorkerConfig {
+        max_concurrent_tasks: 8,
+        ..fast("w-batch")
+    };
+    let w = worker(&store, Arc::new(MockModel::default()), config);
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    for name in names {
+        wait_phase(&inner, Kind::Task, name, "Succeeded").await;
+    }
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+    let calls = counted.claim_calls.lock().expect("lock").clone();
+    assert_eq!(
+        calls.first(),
+        Some(&(8, 5)),
+        "the first claim asks for the 8 free slots and gets the 5 tasks: {calls:?}"
+    );
+    assert!(
+        calls.iter().all(|(max, got)| *max <= 8 && got <= max),
+        "{calls:?}"
+    );
+}
+
 /// A store that is away (every call fails `Unavailable`, as when the database is down) while
 /// `down` is set, and otherwise the memory store behind it. Counts the calls it failed. With
 /// `claims_pass`, claims still reach the memory store during the outage. `lose_reply_to`: the
@@ -396,6 +430,8 @@ struct Outage {
     claims_pass: bool,
     failed: std::sync::atomic::AtomicUsize,
     lose_reply_to: std::sync::Mutex<Option<&'static str>>,
+    /// Each `claim_tasks` call: how many tasks it asked for and how many it got.
+    claim_calls: std::sync::Mutex<Vec<(usize, usize)>>,
 }
 
 impl Outage {
@@ -406,6 +442,7 @@ impl Outage {
             claims_pass,
             failed: 0.into(),
             lose_reply_to: Default::default(),
+            claim_calls: Default::default(),
         })
     }
 
@@ -517,6 +554,22 @@ impl Store for Outage {
             self.reachable()?;
         }
         self.inner.claim_task(request).await
+    }
+    async fn claim_tasks(
+        &self,
+        request: &orloj_core::ClaimRequest,
+        max: usize,
+        marker_kinds: Option<&[Kind]>,
+    ) -> orloj_core::Result<Vec<(orloj_core::Object, Option<orloj_core::ChangeMarker>)>> {
+        if !self.claims_pass {
+            self.reachable()?;
+        }
+        let claimed = self.inner.claim_tasks(request, max, marker_kinds).await?;
+        self.claim_calls
+            .lock()
+            .expect("lock")
+            .push((max, claimed.len()));
+        Ok(claimed)
     }
     async fn renew_task_lease(
         &self,

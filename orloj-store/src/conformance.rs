@@ -94,6 +94,7 @@ macro_rules! store_conformance_tests {
             claim_oldest_first,
             claim_order_kept_by_status_writes_in_the_same_phase,
             claim_marker_covers_writes_before_the_claim,
+            claim_tasks_takes_several_in_claim_order,
             lease_expiry_takeover,
             status_written_lease_decides_takeover,
             renew_by_owner_only,
@@ -101,6 +102,7 @@ macro_rules! store_conformance_tests {
             claim_signal_follows_claimable_writes,
             release_makes_claimable,
             concurrent_claimers_never_share,
+            concurrent_batch_claimers_never_share,
             task_logs_append_limit_delete,
             concurrent_task_logs_keep_their_order,
         );
@@ -1363,6 +1365,70 @@ pub async fn claim_marker_covers_writes_before_the_claim(
     );
 }
 
+/// `claim_tasks` claims up to the number asked for, oldest first, only tasks the worker
+/// matches, each as `claim_task` would; fewer (then none) when fewer are claimable. Markers
+/// come with every task when asked for and the store keeps them, from one snapshot per write.
+pub async fn claim_tasks_takes_several_in_claim_order(store: DynStore, clock: Arc<ManualClock>) {
+    for name in ["d", "b", "elsewhere", "a", "c"] {
+        let mut t = task("ns", name);
+        if name == "elsewhere" {
+            t.spec["requirements"] = json!({"region": "eu"});
+        }
+        store.create(t).await.expect("create");
+        clock.advance(Duration::from_millis(1));
+    }
+    let kinds = [Kind::Agent];
+    let first = store
+        .claim_tasks(&req("w"), 3, Some(&kinds))
+        .await
+        .expect("claim");
+    let keys: Vec<String> = first.iter().map(|(t, _)| t.key()).collect();
+    assert_eq!(keys, ["ns/d", "ns/b", "ns/a"]);
+    let expected = store.change_marker(&kinds).await.expect("marker");
+    // No agent was written: a marker (when the store keeps them) is unchanged since now.
+    for (_, marker) in &first {
+        match (marker, expected) {
+            (Some(m), Some(now)) => assert!(now.unchanged_since(m), "{m:?} vs {now:?}"),
+            (None, None) => {}
+            other => panic!("markers from the same store disagree: {other:?}"),
+        }
+    }
+    for (t, _) in &first {
+        assert_eq!(t.phase(), "Running");
+        assert_eq!(t.status["claimedBy"], json!("w"));
+        assert_eq!(t.status["attempts"], json!(1));
+        let stored = store.get(Kind::Task, "ns", t.name()).await.expect("get");
+        assert_eq!(
+            stored.metadata.resource_version,
+            t.metadata.resource_version
+        );
+        assert_eq!(stored.status["claimedBy"], json!("w"));
+    }
+    // One matching task is left: fewer than asked for, without markers when not asked.
+    let rest = store.claim_tasks(&req("w"), 10, None).await.expect("claim");
+    let keys: Vec<String> = rest.iter().map(|(t, _)| t.key()).collect();
+    assert_eq!(keys, ["ns/c"]);
+    assert!(rest.iter().all(|(_, m)| m.is_none()));
+    assert!(
+        store
+            .claim_tasks(&req("w"), 10, None)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the task for region eu is not for this worker"
+    );
+    let elsewhere = store.get(Kind::Task, "ns", "elsewhere").await.expect("get");
+    assert_ne!(elsewhere.phase(), "Running");
+    assert_eq!(elsewhere.status.get("claimedBy"), None);
+    assert!(
+        store
+            .claim_tasks(&req("w"), 0, None)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
 /// An expired lease is taken over: new holder, history entry, attempts unchanged; the old
 /// holder can no longer renew or release.
 pub async fn lease_expiry_takeover(store: DynStore, clock: Arc<ManualClock>) {
@@ -1612,6 +1678,16 @@ pub async fn release_makes_claimable(store: DynStore, _clock: Arc<ManualClock>) 
 
 /// Concurrent claimers never get the same task, and together claim every task.
 pub async fn concurrent_claimers_never_share(store: DynStore, _clock: Arc<ManualClock>) {
+    claimers_never_share(store, 1).await;
+}
+
+/// [`concurrent_claimers_never_share`] with claims of several tasks at once.
+pub async fn concurrent_batch_claimers_never_share(store: DynStore, _clock: Arc<ManualClock>) {
+    claimers_never_share(store, 3).await;
+}
+
+/// Four claimers, each claiming up to `per_claim` tasks at a time.
+async fn claimers_never_share(store: DynStore, per_claim: usize) {
     const TASKS: usize = 20;
     for i in 0..TASKS {
         store
@@ -1628,21 +1704,31 @@ pub async fn concurrent_claimers_never_share(store: DynStore, _clock: Arc<Manual
             let mut mine = Vec::new();
             let mut idle = 0;
             while claimed.load(Ordering::SeqCst) < TASKS && idle < 500 {
-                match store
-                    .claim_task(&req(&format!("w{w}")))
-                    .await
-                    .expect("claim")
-                {
-                    Some(t) => {
-                        assert_eq!(t.status["claimedBy"], json!(format!("w{w}")));
-                        claimed.fetch_add(1, Ordering::SeqCst);
-                        mine.push(t.key());
-                    }
-                    // Another claimer may hold the remaining rows for a moment.
-                    None => {
-                        idle += 1;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
+                let worker = req(&format!("w{w}"));
+                let got: Vec<Object> = if per_claim == 1 {
+                    store
+                        .claim_task(&worker)
+                        .await
+                        .expect("claim")
+                        .into_iter()
+                        .collect()
+                } else {
+                    let got = store
+                        .claim_tasks(&worker, per_claim, None)
+                        .await
+                        .expect("claim");
+                    assert!(got.len() <= per_claim, "{} claimed at once", got.len());
+                    got.into_iter().map(|(t, _)| t).collect()
+                };
+                // Another claimer may hold the remaining rows for a moment.
+                if got.is_empty() {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                for t in got {
+                    assert_eq!(t.status["claimedBy"], json!(format!("w{w}")));
+                    claimed.fetch_add(1, Ordering::SeqCst);
+                    mine.push(t.key());
                 }
             }
             mine

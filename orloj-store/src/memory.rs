@@ -359,6 +359,58 @@ impl MemoryStore {
     }
 }
 
+/// Where the change history of `kinds` stands in `state`.
+fn marker_of(state: &State, kinds: &[Kind]) -> ChangeMarker {
+    let last_change = kinds
+        .iter()
+        .filter_map(|k| state.last_change.get(k))
+        .copied()
+        .max()
+        .unwrap_or(0);
+    ChangeMarker {
+        last_change,
+        revision: state.revision,
+        oldest_retained: 1,
+    }
+}
+
+/// The keys of up to `max` claimable tasks `request` fits, least recently touched first. One
+/// pass over the tasks: the `max` oldest claimable ones are selected without sorting them all
+/// (they usually fit the worker); the rest are sorted only when some of those do not.
+fn claim_order(
+    state: &State,
+    request: &ClaimRequest,
+    max: usize,
+    now: DateTime<Utc>,
+) -> Vec<(Kind, String)> {
+    let mut claimable: Vec<(u64, &(Kind, String), &Entry)> = state
+        .objects
+        .iter()
+        .filter(|((k, _), e)| *k == Kind::Task && e.claimable(now))
+        .map(|(key, e)| (e.touched, key, e))
+        .collect();
+    let head = max.min(claimable.len());
+    if head < claimable.len() {
+        claimable.select_nth_unstable_by_key(head, |c| c.0);
+    }
+    let (oldest, rest) = claimable.split_at_mut(head);
+    oldest.sort_unstable_by_key(|c| c.0);
+    let fits = |c: &&(u64, &(Kind, String), &Entry)| {
+        task_queue::matches_worker(c.2.version.shell(), request)
+    };
+    let mut keys: Vec<(Kind, String)> = oldest.iter().filter(fits).map(|c| c.1.clone()).collect();
+    if keys.len() < max && !rest.is_empty() {
+        rest.sort_unstable_by_key(|c| c.0);
+        keys.extend(
+            rest.iter()
+                .filter(fits)
+                .take(max - keys.len())
+                .map(|c| c.1.clone()),
+        );
+    }
+    keys
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn ping(&self) -> Result<()> {
@@ -505,18 +557,7 @@ impl Store for MemoryStore {
     }
 
     async fn change_marker(&self, kinds: &[Kind]) -> Result<Option<ChangeMarker>> {
-        let state = self.lock();
-        let last_change = kinds
-            .iter()
-            .filter_map(|k| state.last_change.get(k))
-            .copied()
-            .max()
-            .unwrap_or(0);
-        Ok(Some(ChangeMarker {
-            last_change,
-            revision: state.revision,
-            oldest_retained: 1,
-        }))
+        Ok(Some(marker_of(&self.lock(), kinds)))
     }
 
     async fn watch(
@@ -596,29 +637,38 @@ impl Store for MemoryStore {
     }
 
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {
+        Ok(self
+            .claim_tasks(request, 1, None)
+            .await?
+            .pop()
+            .map(|(t, _)| t))
+    }
+
+    async fn claim_tasks(
+        &self,
+        request: &ClaimRequest,
+        max: usize,
+        marker_kinds: Option<&[Kind]>,
+    ) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let mut state = self.lock();
         let now = self.clock.now();
-        let claimable = || {
-            state
-                .objects
-                .iter()
-                .filter(|((k, _), e)| *k == Kind::Task && e.claimable(now))
-                .map(|(_, e)| e)
-        };
-        // Usually the oldest claimable task fits the worker: try it before matching them all.
-        let fits = |e: &Entry| task_queue::matches_worker(e.version.shell(), request);
-        let candidate = match claimable().min_by_key(|e| e.touched) {
-            Some(oldest) if fits(oldest) => Some(oldest),
-            Some(_) => claimable().filter(|e| fits(e)).min_by_key(|e| e.touched),
-            None => None,
+        let keys = claim_order(&state, request, max, now);
+        let mut claimed = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(entry) = state.objects.get(&key) else {
+                continue;
+            };
+            let mut task = (**entry.version.object()).clone();
+            task_queue::apply_claim(&mut task, request, now);
+            versioning::bump(&mut task);
+            claimed.push(self.commit_status(&mut state, task));
         }
-        .map(|e| (**e.version.object()).clone());
-        let Some(mut task) = candidate else {
-            return Ok(None);
-        };
-        task_queue::apply_claim(&mut task, request, now);
-        versioning::bump(&mut task);
-        Ok(Some(self.commit_status(&mut state, task)))
+        // Taken after the claims, under the same lock: every write before them is before it.
+        let marker = marker_kinds.map(|kinds| marker_of(&state, kinds));
+        Ok(claimed.into_iter().map(|t| (t, marker)).collect())
     }
 
     async fn renew_task_lease(

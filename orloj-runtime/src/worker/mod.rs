@@ -76,8 +76,8 @@ const LEASE_LOST: &str = "task lease lost to another worker";
 const CAS_ATTEMPTS: usize = 8;
 /// Plans a worker keeps at most (one per namespace, system and `max_turns` in use).
 const MAX_PLANS: usize = 256;
-/// Claims a worker runs at once while it has free slots.
-const CLAIMS_AT_ONCE: usize = 4;
+/// Tasks one claim asks the store for at most, while as many slots are free.
+const CLAIM_BATCH: usize = 16;
 /// The first wait before a store write is tried again while the store is unavailable.
 const UNAVAILABLE_FIRST_WAIT: Duration = Duration::from_millis(50);
 /// The longest wait between tries of a write while the store is unavailable, and between claim
@@ -299,7 +299,7 @@ impl Worker {
         if !self.may_claim().await? {
             return Ok(None);
         }
-        self.claim_one().await
+        Ok(self.claim_some(1).await?.pop())
     }
 
     /// Whether this worker may claim now: a free slot, and its Worker record not marked
@@ -337,10 +337,12 @@ impl Worker {
         }
     }
 
-    /// Claims one task if a slot is free, without looking at the Worker record.
-    async fn claim_one(&self) -> Result<Option<Object>> {
-        if self.current_tasks() >= self.capacity() {
-            return Ok(None);
+    /// Claims up to `max` tasks, as many as slots are free, without looking at the Worker
+    /// record (one store call: a store that claims several tasks in one write does).
+    async fn claim_some(&self, max: usize) -> Result<Vec<Object>> {
+        let max = max.min(self.capacity().saturating_sub(self.current_tasks()));
+        if max == 0 {
+            return Ok(Vec::new());
         }
         let request = ClaimRequest {
             worker_id: self.config.worker_id.clone(),
@@ -352,33 +354,26 @@ impl Worker {
         };
         // With a configuration cache, the claim also reads the marker the task's resolution
         // checks the cache with: one read fewer before its first step.
-        let task = match &self.read_cache {
-            Some(cache) => self
-                .store
-                .claim_task_marked(&request, cache.kinds())
-                .await?
-                .map(|(task, marker)| {
-                    if let Some(marker) = marker {
-                        cache.note_claim(&task, marker);
-                    }
-                    task
-                }),
-            None => self.store.claim_task(&request).await?,
-        };
-        let Some(task) = task else {
-            return Ok(None);
-        };
-        if !self
-            .held()
-            .insert((task.namespace().to_string(), task.name().to_string()))
-        {
-            // This worker's own run of it is still going (its lease ran out while the store
-            // was away, say): the claim renewed that run's lease; a second run would do its
-            // work again.
-            tracing::info!(task = %task.key(), "claimed a task this worker is still running; the run goes on");
-            return Ok(None);
+        let kinds = self.read_cache.as_ref().map(|cache| cache.kinds());
+        let claimed = self.store.claim_tasks(&request, max, kinds).await?;
+        let mut tasks = Vec::with_capacity(claimed.len());
+        for (task, marker) in claimed {
+            if let (Some(cache), Some(marker)) = (&self.read_cache, marker) {
+                cache.note_claim(&task, marker);
+            }
+            if !self
+                .held()
+                .insert((task.namespace().to_string(), task.name().to_string()))
+            {
+                // This worker's own run of it is still going (its lease ran out while the
+                // store was away, say): the claim renewed that run's lease; a second run would
+                // do its work again.
+                tracing::info!(task = %task.key(), "claimed a task this worker is still running; the run goes on");
+                continue;
+            }
+            tasks.push(task);
         }
-        Ok(Some(task))
+        Ok(tasks)
     }
 
     /// Claims and runs tasks one after another until none is claimable; returns how many ran.
@@ -1200,45 +1195,38 @@ impl Worker {
                 return false;
             }
         }
-        // Several claims run at once: each is a few store round trips, and one at a time they
-        // bound how fast a busy worker takes work on. As many as claims have succeeded so far
-        // this round (up to CLAIMS_AT_ONCE), so a single new task costs one empty claim after
-        // it, not several. Slots are reserved for the claims in flight.
-        let mut claims = futures::stream::FuturesUnordered::new();
-        let mut claimed = 0;
-        let mut exhausted = false;
-        let mut failed = false;
+        // Each claim asks for as many tasks as slots are free (up to CLAIM_BATCH): a store
+        // that claims several in one write (Postgres) makes one round trip for all of them, so
+        // a busy worker takes work on as fast as it comes. Fewer than asked for means nothing
+        // more is claimable now.
         loop {
-            while !exhausted
-                && claims.len() < claimed.clamp(1, CLAIMS_AT_ONCE)
-                && self.current_tasks() + claims.len() < self.capacity()
-            {
-                claims.push(self.claim_one());
+            let wanted = self
+                .capacity()
+                .saturating_sub(self.current_tasks())
+                .min(CLAIM_BATCH);
+            if wanted == 0 {
+                return true;
             }
-            let Some(next) = claims.next().await else {
-                if !failed {
-                    *self.claim_backoff.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                }
-                return self.current_tasks() >= self.capacity();
-            };
-            match next {
-                Ok(Some(task)) => {
-                    claimed += 1;
-                    let worker = self.clone();
-                    running.spawn(async move {
-                        let key = task.key();
-                        if let Err(e) = worker.execute(task).await {
-                            tracing::warn!(task = %key, error = %e, "task execution failed");
-                        }
-                    });
-                }
-                Ok(None) => exhausted = true,
-                Err(e) => {
-                    if !failed {
-                        self.claim_failed(&e);
+            match self.claim_some(wanted).await {
+                Ok(tasks) => {
+                    let exhausted = tasks.len() < wanted;
+                    for task in tasks {
+                        let worker = self.clone();
+                        running.spawn(async move {
+                            let key = task.key();
+                            if let Err(e) = worker.execute(task).await {
+                                tracing::warn!(task = %key, error = %e, "task execution failed");
+                            }
+                        });
                     }
-                    failed = true;
-                    exhausted = true;
+                    if exhausted {
+                        *self.claim_backoff.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        return self.current_tasks() >= self.capacity();
+                    }
+                }
+                Err(e) => {
+                    self.claim_failed(&e);
+                    return false;
                 }
             }
         }

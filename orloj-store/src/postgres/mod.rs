@@ -44,18 +44,19 @@
 //!
 //! # Claims
 //!
-//! [`Store::claim_task`] selects the least recently written claimable task (by `write_order`,
+//! [`Store::claim_tasks`] selects the least recently written claimable tasks (by `write_order`,
 //! which a status write that keeps the task's phase leaves as it is) with
-//! `FOR UPDATE SKIP LOCKED` (the worker's region/gpu/model/namespace hints are applied in SQL),
-//! re-checks it with [`task_queue::is_claimable`]/[`task_queue::matches_worker`], applies
-//! [`task_queue::apply_claim`] and writes it back under a version guard, in autocommit: when
-//! another writer got there first (two workers claiming the same task), the guard fails and the
-//! next candidate is tried. (A transaction around the two would hold the store revision lock,
-//! which the write takes, until its COMMIT came back from the worker.) Rows locked by a write
-//! in flight are skipped, and so are the tasks this store's other claims in flight are writing
-//! (a worker runs several claims at once, which would otherwise all read the same candidate).
-//! [`Store::claim_task_marked`] reads the [`ChangeMarker`] in the claim's write statement, whose
-//! snapshot is taken after the candidate was read.
+//! `FOR UPDATE SKIP LOCKED`, as many as asked for (the worker's region/gpu/model/namespace
+//! hints are applied in SQL), re-checks each with
+//! [`task_queue::is_claimable`]/[`task_queue::matches_worker`], applies
+//! [`task_queue::apply_claim`] and writes them back under version guards, all of them in one
+//! statement, in autocommit: when another writer got to a task first (two workers claiming it),
+//! its guard fails and the next round reads further candidates. (A transaction around the two
+//! would hold the store revision lock, which the write takes, until its COMMIT came back from
+//! the worker.) Rows locked by a write in flight are skipped, and so are the tasks this store's
+//! other claims in flight are writing. [`Store::claim_task`] is a claim of one, written with
+//! the one-row statement. With marker kinds, the write statement also reads the
+//! [`ChangeMarker`], in its snapshot, taken after the candidates were read.
 
 pub mod auth;
 mod batch;
@@ -405,13 +406,17 @@ impl PostgresStore {
         finish(tx, result).await
     }
 
-    /// Claims the oldest claimable task matching `request` (see [`Store::claim_task`]); with
-    /// `kinds`, also a [`ChangeMarker`] of them, read by the claim's write statement.
+    /// Claims up to `max` of the oldest claimable tasks matching `request` (see
+    /// [`Store::claim_tasks`]); with `kinds`, each with a [`ChangeMarker`] of them, read by the
+    /// claims' write statement. A round reads the candidates it still needs, then writes all the
+    /// claims of the round in one statement under version guards; candidates another writer
+    /// got to first are skipped by the next round.
     async fn claim(
         &self,
         request: &ClaimRequest,
+        max: usize,
         kinds: Option<&[Kind]>,
-    ) -> Result<Option<(Object, Option<ChangeMarker>)>> {
+    ) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
         self.timed("claim task", async {
             let now = self.inner.clock.now();
             let region = request.region.trim().to_lowercase();
@@ -421,18 +426,23 @@ impl PostgresStore {
                 .map(|m| m.trim().to_lowercase())
                 .collect();
             let worker = request.worker_id.to_lowercase();
-            let kind_names: Option<Vec<&str>> =
-                kinds.map(|kinds| kinds.iter().map(|k| k.as_str()).collect());
+            let kind_names: Vec<&str> = kinds
+                .unwrap_or_default()
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            let mut claimed: Vec<(Object, Option<ChangeMarker>)> = Vec::new();
             let mut skipped: Vec<String> = Vec::new();
-            // No transaction: the candidate is read, then written under a version guard. A
+            // No transaction: the candidates are read, then written under version guards. A
             // transaction held the store revision lock from its write until the COMMIT came
             // back from this process, a round trip during which every other write waited.
             let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
-            for _ in 0..MAX_CLAIM_CANDIDATES {
+            while claimed.len() < max && skipped.len() < MAX_CLAIM_CANDIDATES {
+                let wanted = max - claimed.len();
                 // Tasks other claims of this store are writing are skipped as well.
                 let mut skip = Claiming::reserved(&self.inner.claiming);
                 skip.extend(skipped.iter().cloned());
-                let row: Option<(Json<Object>,)> = sqlx::query_as(sql::CLAIM)
+                let rows: Vec<(Json<Object>,)> = sqlx::query_as(sql::CLAIM_CANDIDATES)
                     .bind(now)
                     .bind(request.namespace.as_deref())
                     .bind(&region)
@@ -440,49 +450,95 @@ impl PostgresStore {
                     .bind(&models)
                     .bind(&worker)
                     .bind(&skip)
-                    .fetch_optional(&mut *conn)
+                    .bind(i64::try_from(wanted).unwrap_or(i64::MAX))
+                    .fetch_all(&mut *conn)
                     .await
                     .map_err(error::map)?;
-                let Some((Json(mut task),)) = row else {
-                    break;
-                };
-                // The SQL filter approximates the rules; the shared functions decide.
-                if !task_queue::is_claimable(&task, now)
-                    || !task_queue::matches_worker(&task, request)
-                {
-                    skipped.push(task.key());
-                    continue;
+                let exhausted = rows.len() < wanted;
+                let mut reserved = Vec::with_capacity(rows.len());
+                let mut writes = Vec::with_capacity(rows.len());
+                for (Json(mut task),) in rows {
+                    // The SQL filter approximates the rules; the shared functions decide. A
+                    // candidate another claim of this store reserved first is its to write.
+                    let reservation = (task_queue::is_claimable(&task, now)
+                        && task_queue::matches_worker(&task, request))
+                    .then(|| Claiming::reserve(&self.inner.claiming, task.key()))
+                    .flatten();
+                    let Some(reservation) = reservation else {
+                        skipped.push(task.key());
+                        continue;
+                    };
+                    reserved.push(reservation);
+                    let read_version = task.metadata.resource_version.clone();
+                    task_queue::apply_claim(&mut task, request, now);
+                    versioning::bump(&mut task);
+                    writes.push(task_batch::TaskWrite {
+                        task: Arc::new(task),
+                        at: now,
+                        expected_version: Some(read_version),
+                    });
                 }
-                // Read by another claim too, which got to reserve it first.
-                let Some(_reserved) = Claiming::reserve(&self.inner.claiming, task.key()) else {
-                    skipped.push(task.key());
-                    continue;
-                };
-                let read_version = task.metadata.resource_version.clone();
-                task_queue::apply_claim(&mut task, request, now);
-                versioning::bump(&mut task);
-                // The marker is read in the write's snapshot, taken after the candidate was
-                // read: it covers every change committed before the task was created.
-                let written = write_row(
-                    &mut conn,
-                    &self.inner.log,
-                    Write::Status,
-                    &task,
-                    now,
-                    Some(&read_version),
-                    kind_names.as_deref(),
-                )
-                .await
-                .map_err(error::map)?;
-                match written {
-                    Some((_, marker)) => return Ok(Some((task, marker))),
-                    // Written meanwhile (claimed by another worker, cancelled, …).
-                    None => skipped.push(task.key()),
+                let (written, marker) = self
+                    .write_claims(&mut conn, &writes, kinds.map(|_| kind_names.as_slice()))
+                    .await
+                    .map_err(error::map)?;
+                for (write, written) in writes.into_iter().zip(written) {
+                    if written {
+                        claimed.push((Arc::unwrap_or_clone(write.task), marker));
+                    } else {
+                        // Written meanwhile (claimed by another worker, cancelled, …).
+                        skipped.push(write.task.key());
+                    }
+                }
+                drop(reserved);
+                if exhausted {
+                    break;
                 }
             }
-            Ok(None)
+            Ok(claimed)
         })
         .await
+    }
+
+    /// Writes the claims of a claim round (status writes naming the version each was read at)
+    /// on `conn`; whether each was written, and the [`ChangeMarker`] of `marker_kinds` the
+    /// write read. One claim goes through the one-row statement (the batch statement costs
+    /// about a millisecond more to plan for a single row: a lone task waits for it), several
+    /// through one batch statement.
+    async fn write_claims(
+        &self,
+        conn: &mut PgConnection,
+        writes: &[task_batch::TaskWrite],
+        marker_kinds: Option<&[&str]>,
+    ) -> std::result::Result<(Vec<bool>, Option<ChangeMarker>), sqlx::Error> {
+        let log = &self.inner.log;
+        match writes {
+            [] => Ok((Vec::new(), None)),
+            [one] => {
+                let written = write_row(
+                    conn,
+                    log,
+                    Write::Status,
+                    &one.task,
+                    one.at,
+                    one.expected_version.as_deref(),
+                    marker_kinds,
+                )
+                .await?;
+                Ok(match written {
+                    Some((_, marker)) => (vec![true], marker),
+                    None => (vec![false], None),
+                })
+            }
+            several => {
+                let refs: Vec<&task_batch::TaskWrite> = several.iter().collect();
+                let (written, columns) =
+                    task_batch::write_claims(log, conn, &refs, marker_kinds.unwrap_or_default())
+                        .await?;
+                log.count(written.iter().filter(|w| **w).count() as u64);
+                Ok((written, marker_kinds.and(columns).map(marker)))
+            }
+        }
     }
 
     /// Writes `task` through a task batcher: creates it if `expected_version` is `None`, else
@@ -537,9 +593,9 @@ fn to_u64(v: i64) -> u64 {
 }
 
 /// [`PostgresStore::write_if`], pruning the events to `log`'s retention. With `marker_kinds` (a
-/// status write with an expected version), the statement also reads a [`ChangeMarker`] of those kinds, in its own snapshot: one
-/// taken after every lock the transaction holds, so everything committed before the row
-/// was locked is before the marker.
+/// status write with an expected version), the statement also reads a [`ChangeMarker`] of
+/// those kinds, in its own snapshot: one taken after every lock the transaction holds, so
+/// everything committed before the row was locked is before the marker.
 async fn write_row(
     conn: &mut PgConnection,
     log: &Arc<EventLog>,
@@ -1145,7 +1201,11 @@ impl Store for PostgresStore {
     }
 
     async fn claim_task(&self, request: &ClaimRequest) -> Result<Option<Object>> {
-        Ok(self.claim(request, None).await?.map(|(task, _)| task))
+        Ok(self
+            .claim(request, 1, None)
+            .await?
+            .pop()
+            .map(|(task, _)| task))
     }
 
     async fn claim_task_marked(
@@ -1153,7 +1213,16 @@ impl Store for PostgresStore {
         request: &ClaimRequest,
         kinds: &[Kind],
     ) -> Result<Option<(Object, Option<ChangeMarker>)>> {
-        self.claim(request, Some(kinds)).await
+        Ok(self.claim(request, 1, Some(kinds)).await?.pop())
+    }
+
+    async fn claim_tasks(
+        &self,
+        request: &ClaimRequest,
+        max: usize,
+        marker_kinds: Option<&[Kind]>,
+    ) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
+        self.claim(request, max, marker_kinds).await
     }
 
     async fn renew_task_lease(

@@ -260,10 +260,11 @@ pub(crate) fn for_kind(kind: Kind) -> &'static KindSql {
     &KIND_SQL[&kind]
 }
 
-/// One claim candidate (spec §5.3), with the worker hints applied in SQL so the first row
-/// usually fits. $1 now, $2 namespace (NULL = any), $3 region (lowercased), $4 has gpu,
-/// $5 supported models (lowercased; empty = any), $6 worker id (lowercased), $7 keys to skip.
-pub(crate) const CLAIM: &str = "SELECT payload FROM tasks \
+/// Up to $8 claim candidates, oldest first (spec §5.3), with the worker hints applied in SQL
+/// so the rows usually fit. $1 now, $2 namespace (NULL = any), $3 region (lowercased), $4 has
+/// gpu, $5 supported models (lowercased; empty = any), $6 worker id (lowercased), $7 keys to
+/// skip. Rows a write in flight has locked are skipped.
+pub(crate) const CLAIM_CANDIDATES: &str = "SELECT payload FROM tasks \
     WHERE mode <> 'template' \
       AND status_phase IN ('', 'pending', 'running') \
       AND ((status_phase IN ('', 'pending') AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
@@ -275,7 +276,7 @@ pub(crate) const CLAIM: &str = "SELECT payload FROM tasks \
       AND (status_phase = 'running' OR assigned_worker = '' OR lower(assigned_worker) = $6) \
       AND name <> ALL($7::text[]) \
     ORDER BY write_order \
-    LIMIT 1 \
+    LIMIT $8 \
     FOR UPDATE SKIP LOCKED";
 
 /// The oldest retained revision, from the `store_revision` row (migration 0008): a column, not
@@ -355,6 +356,17 @@ fn task_column_type(column: &str) -> &'static str {
 /// namespaces, $5 names, $6 to $16 [`TASK_COLUMNS`], then `extra` (name, element type), then
 /// the event retention. Returns the 1-based position of each input row that was written.
 fn task_batch(extra: &[(&str, &str)], writes: &str, event_type: &str) -> Arc<str> {
+    task_batch_returning(extra, writes, event_type, "")
+}
+
+/// [`task_batch`] selecting `returning` (text starting with `, `) after each written row's
+/// position; a parameter after the retention's is `${retention + 1}` there.
+fn task_batch_returning(
+    extra: &[(&str, &str)],
+    writes: &str,
+    event_type: &str,
+    returning: &str,
+) -> Arc<str> {
     let columns = TASK_COLUMNS.join(", ");
     let mut params = TASK_COLUMNS
         .iter()
@@ -388,7 +400,7 @@ fn task_batch(extra: &[(&str, &str)], writes: &str, event_type: &str) -> Arc<str
          ev AS (INSERT INTO store_events (revision, kind, namespace, name, event_type, payload, created_at) \
                 SELECT revision, '{task}', namespace, name, '{event_type}', payload, written_at \
                 FROM numbered) \
-         SELECT ord FROM w",
+         SELECT ord{returning} FROM w",
         task = Kind::Task.as_str(),
     ))
 }
@@ -402,12 +414,23 @@ fn task_batch(extra: &[(&str, &str)], writes: &str, event_type: &str) -> Arc<str
 /// batch) and locked, in key order, so two batches cannot deadlock on each other. Two inputs
 /// for one task that both expect its version (a race) update it once, and the other is not
 /// returned.
-pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
+pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> =
+    LazyLock::new(|| status_batch_returning(""));
+
+/// [`TASK_STATUS_BATCH`] for claims: each written row also comes with the [`CHANGE_MARKER`]
+/// columns of the kinds in $20 (text array), read in the statement's snapshot, taken after
+/// the candidates were read.
+pub(crate) static TASK_CLAIM_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
+    let kinds = format!("${}", 6 + TASK_COLUMNS.len() + 2 + 1);
+    status_batch_returning(&format!(", {}", marker_columns(&kinds)))
+});
+
+fn status_batch_returning(returning: &str) -> Arc<str> {
     let set_columns = TASK_COLUMNS
         .iter()
         .map(|c| format!(", {c} = i.{c}"))
         .collect::<String>();
-    task_batch(
+    task_batch_returning(
         &[("version", "text"), ("created", "jsonb")],
         &format!(
             "cur AS (SELECT i.ord FROM (SELECT ord, key, version, created FROM i ORDER BY key) i \
@@ -424,8 +447,9 @@ pub(crate) static TASK_STATUS_BATCH: LazyLock<Arc<str>> = LazyLock::new(|| {
                    RETURNING i.ord, i.namespace, i.name, i.written_at, t.payload)"
         ),
         "updated",
+        returning,
     )
-});
+}
 
 /// Creates of several tasks ([`task_batch`]): the `insert` of each input row; $17 is the
 /// retention. A task that exists already is not written (not returned). The keys must differ.

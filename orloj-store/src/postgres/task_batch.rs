@@ -14,8 +14,10 @@ use super::{EventLog, Write, error, sql, task_columns, write_row};
 use chrono::{DateTime, Utc};
 use orloj_core::Object;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::postgres::{PgArguments, PgConnection, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Row};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -130,15 +132,56 @@ async fn write_batch(log: &EventLog, batch: &[&TaskWrite]) -> Result<Vec<bool>, 
     let sent: Vec<usize> = (0..batch.len())
         .filter(|&i| !creates || keys.insert(batch[i].task.key()))
         .collect();
-    let rows = TaskRows::of(sent.iter().map(|&i| batch[i]));
     let statement = if creates {
         &sql::TASK_CREATE_BATCH
     } else {
         &sql::TASK_STATUS_BATCH
     };
-    let mut query = rows.bind(sqlx::query_scalar::<_, i64>(sql::q(statement)));
-    if !creates {
-        let versions: Vec<&str> = sent
+    let rows = bind_writes(statement, batch, &sent)
+        .bind(log.retention)
+        .fetch_all(&log.pool)
+        .await?;
+    outcomes(&rows, batch.len(), &sent)
+}
+
+/// Writes the claims of several tasks (status writes naming the version each was read at) in
+/// one statement on `conn` ([`sql::TASK_CLAIM_BATCH`]): not through the status batcher, whose
+/// queue a claim waited in behind step writes. Whether each was written, and the marker
+/// columns of `marker_kinds` the statement read (when any claim was written).
+pub(super) async fn write_claims(
+    log: &EventLog,
+    conn: &mut PgConnection,
+    claims: &[&TaskWrite],
+    marker_kinds: &[&str],
+) -> Result<(Vec<bool>, Option<MarkerColumns>), sqlx::Error> {
+    let sent: Vec<usize> = (0..claims.len()).collect();
+    let rows = bind_writes(&sql::TASK_CLAIM_BATCH, claims, &sent)
+        .bind(log.retention)
+        .bind(marker_kinds)
+        .fetch_all(conn)
+        .await?;
+    let marker = match rows.first() {
+        Some(row) => Some((row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)),
+        None => None,
+    };
+    Ok((outcomes(&rows, claims.len(), &sent)?, marker))
+}
+
+/// The current revision, the oldest retained one and the latest event of the kinds asked
+/// about, as a claim statement reads them.
+pub(super) type MarkerColumns = (i64, Option<i64>, Option<i64>);
+
+/// `statement` with the rows `sent` (positions in `batch`) bound, up to the parameters after
+/// the input arrays (the retention, …).
+fn bind_writes<'a>(
+    statement: &Arc<str>,
+    batch: &[&'a TaskWrite],
+    sent: &[usize],
+) -> Query<'a, Postgres, PgArguments> {
+    let rows = TaskRows::of(sent.iter().map(|&i| batch[i]));
+    let mut query = rows.bind(sqlx::query(sql::q(statement)));
+    if batch.first().is_some_and(|w| w.expected_version.is_some()) {
+        let versions: Vec<&'a str> = sent
             .iter()
             .map(|&i| batch[i].expected_version.as_deref().unwrap_or(""))
             .collect();
@@ -150,9 +193,15 @@ async fn write_batch(log: &EventLog, batch: &[&TaskWrite]) -> Result<Vec<bool>, 
             .collect();
         query = query.bind(versions).bind(created);
     }
-    let written = query.bind(log.retention).fetch_all(&log.pool).await?;
-    let mut outcomes = vec![false; batch.len()];
-    for ord in written {
+    query
+}
+
+/// Whether each of `count` writes was written, from the 1-based positions in `sent` that the
+/// statement returned first in each row.
+fn outcomes(rows: &[PgRow], count: usize, sent: &[usize]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut outcomes = vec![false; count];
+    for row in rows {
+        let ord: i64 = row.try_get(0)?;
         let position = usize::try_from(ord - 1).ok().and_then(|p| sent.get(p));
         if let Some(&i) = position {
             outcomes[i] = true;
@@ -225,10 +274,7 @@ impl<'a> TaskRows<'a> {
     }
 
     /// Binds the arrays as $1 to $16 ([`sql::TASK_COLUMNS`] in their order).
-    fn bind<O>(
-        self,
-        query: sqlx::query::QueryScalar<'a, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryScalar<'a, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    fn bind(self, query: Query<'a, Postgres, PgArguments>) -> Query<'a, Postgres, PgArguments> {
         query
             .bind(self.keys)
             .bind(self.payloads)
