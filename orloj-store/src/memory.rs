@@ -12,7 +12,7 @@ use orloj_core::{
     ChangeMarker, ClaimRequest, Clock, Error, Kind, ListOptions, Object, ObjectList, Result, Store,
     WatchEvent, WatchEventType, scoped_key,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -140,6 +140,10 @@ struct State {
     logs: HashMap<String, VecDeque<String>>,
     /// The revision of the last write to each kind (never dropped: [`Store::change_marker`]).
     last_change: HashMap<Kind, u64>,
+    /// The tasks that are or will become claimable (a cached `claimable_from` that is set), by
+    /// `touched` then key: the claim order. A claim walks it from the front instead of every
+    /// object in the store.
+    claim_queue: BTreeSet<(u64, (Kind, String))>,
 }
 
 /// The store's lock. Freeing an evicted event can free a whole old object (the last reference
@@ -210,6 +214,7 @@ impl MemoryStore {
                 evicted: Vec::new(),
                 logs: HashMap::new(),
                 last_change: HashMap::new(),
+                claim_queue: BTreeSet::new(),
             })),
             events,
             claimable: watch::channel(0).0,
@@ -278,6 +283,16 @@ impl MemoryStore {
         };
         if claimable_from == Some(None) {
             self.claimable.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if key.0 == Kind::Task {
+            if let Some(before) = state.objects.get(&key)
+                && before.claimable_from.is_some()
+            {
+                state.claim_queue.remove(&(before.touched, key.clone()));
+            }
+            if claimable_from.is_some() {
+                state.claim_queue.insert((touched, key.clone()));
+            }
         }
         let shared = Arc::new(version);
         if event_type == WatchEventType::Deleted {
@@ -374,41 +389,27 @@ fn marker_of(state: &State, kinds: &[Kind]) -> ChangeMarker {
     }
 }
 
-/// The keys of up to `max` claimable tasks `request` fits, least recently touched first. One
-/// pass over the tasks: the `max` oldest claimable ones are selected without sorting them all
-/// (they usually fit the worker); the rest are sorted only when some of those do not.
+/// The keys of up to `max` claimable tasks `request` fits, least recently touched first, from
+/// the claim queue (tasks running under a lease are in it too, and are passed over until it
+/// expires).
 fn claim_order(
     state: &State,
     request: &ClaimRequest,
     max: usize,
     now: DateTime<Utc>,
 ) -> Vec<(Kind, String)> {
-    let mut claimable: Vec<(u64, &(Kind, String), &Entry)> = state
-        .objects
+    state
+        .claim_queue
         .iter()
-        .filter(|((k, _), e)| *k == Kind::Task && e.claimable(now))
-        .map(|(key, e)| (e.touched, key, e))
-        .collect();
-    let head = max.min(claimable.len());
-    if head < claimable.len() {
-        claimable.select_nth_unstable_by_key(head, |c| c.0);
-    }
-    let (oldest, rest) = claimable.split_at_mut(head);
-    oldest.sort_unstable_by_key(|c| c.0);
-    let fits = |c: &&(u64, &(Kind, String), &Entry)| {
-        task_queue::matches_worker(c.2.version.shell(), request)
-    };
-    let mut keys: Vec<(Kind, String)> = oldest.iter().filter(fits).map(|c| c.1.clone()).collect();
-    if keys.len() < max && !rest.is_empty() {
-        rest.sort_unstable_by_key(|c| c.0);
-        keys.extend(
-            rest.iter()
-                .filter(fits)
-                .take(max - keys.len())
-                .map(|c| c.1.clone()),
-        );
-    }
-    keys
+        .map(|(_, key)| key)
+        .filter(|key| {
+            state.objects.get(*key).is_some_and(|e| {
+                e.claimable(now) && task_queue::matches_worker(e.version.shell(), request)
+            })
+        })
+        .take(max)
+        .cloned()
+        .collect()
 }
 
 #[async_trait]
