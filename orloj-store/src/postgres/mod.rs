@@ -417,6 +417,9 @@ impl PostgresStore {
         max: usize,
         kinds: Option<&[Kind]>,
     ) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         self.timed("claim task", async {
             let now = self.inner.clock.now();
             let region = request.region.trim().to_lowercase();
