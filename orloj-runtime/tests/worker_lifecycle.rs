@@ -661,6 +661,37 @@ async fn claims_back_off_through_an_outage(registered_first: bool) {
     handle.await.expect("join").expect("run ok");
 }
 
+/// After failed claim rounds the worker claims again when the wait after the last one is over,
+/// not at its next poll: here the poll is an hour off (its first tick comes at the start, while
+/// the store is away), and the task waiting in the store still runs once the store answers.
+#[tokio::test]
+async fn claims_resume_when_their_wait_is_over_not_at_the_next_poll() {
+    let inner = store();
+    setup(&inner, &["waiting"]).await;
+    let outage = Outage::over(&inner, true, false);
+    let store: Arc<dyn Store> = outage.clone();
+    let config = WorkerConfig {
+        heartbeat_interval: Duration::from_secs(3600),
+        poll_interval: Duration::from_secs(3600),
+        ..fast("w-retry")
+    };
+    let w = worker(&store, Arc::new(MockModel::default()), config);
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(w.run(cancel.clone()));
+    let failed = || outage.failed.load(std::sync::atomic::Ordering::SeqCst);
+    wait_for("failed claim rounds", || {
+        let n = failed();
+        async move { n >= 3 }
+    })
+    .await;
+    outage
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_phase(&inner, Kind::Task, "waiting", "Succeeded").await;
+    cancel.cancel();
+    handle.await.expect("join").expect("run ok");
+}
+
 /// A sequential run whose store goes away while its model call is in flight: the lease cannot
 /// be renewed and the result cannot be written until the store is back. The worker keeps the
 /// result and writes it then; it does not give the run up and do the model call again.

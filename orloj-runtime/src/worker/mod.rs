@@ -1275,8 +1275,24 @@ impl Worker {
         let mut signal_live = true;
         let mut slots_full = false;
         loop {
+            // After a failed claim round, the next one comes when its wait is over, not at the
+            // next poll: tasks that signalled during the outage, or a slot that came free
+            // while claims waited, would otherwise wait for the poll.
+            let claim_retry = self
+                .claim_backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|(until, _)| until)
+                // Only while the wait is on: a round that ended for another reason (no free
+                // slot) leaves the past wait in place.
+                .filter(|until| *until > tokio::time::Instant::now());
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(claim_retry.unwrap_or_else(tokio::time::Instant::now)),
+                    if claim_retry.is_some() && *subscribed.borrow() =>
+                {
+                    slots_full = self.claim_available(&mut running).await;
+                }
                 ended = &mut consumer, if !consumer_done => {
                     consumer_done = true;
                     if cancel.is_cancelled() {
