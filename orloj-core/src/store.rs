@@ -251,20 +251,7 @@ pub trait Store: Send + Sync + 'static {
         max: usize,
         marker_kinds: Option<&[Kind]>,
     ) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
-        let mut claimed = Vec::new();
-        while claimed.len() < max {
-            let next = match marker_kinds {
-                Some(kinds) => self.claim_task_marked(request, kinds).await,
-                None => self.claim_task(request).await.map(|t| t.map(|t| (t, None))),
-            };
-            match next {
-                Ok(Some(task)) => claimed.push(task),
-                Ok(None) => break,
-                Err(e) if claimed.is_empty() => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(claimed)
+        claim_tasks_one_at_a_time(self, request, max, marker_kinds).await
     }
 
     /// Extends the lease of a task held by `worker_id`. Conflict when the task is not Running
@@ -288,6 +275,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest `limit` log lines of a task, oldest first.
     async fn task_logs(&self, namespace: &str, name: &str, limit: usize) -> Result<Vec<String>>;
+}
+
+/// [`Store::claim_tasks`] for any store, one claim at a time ([`Store::claim_task`], or
+/// [`Store::claim_task_marked`] with marker kinds). A claim that fails after others succeeded
+/// ends the call with those (they are held now and must run); the error is left to the next
+/// call.
+pub async fn claim_tasks_one_at_a_time<S: Store + ?Sized>(
+    store: &S,
+    request: &ClaimRequest,
+    max: usize,
+    marker_kinds: Option<&[Kind]>,
+) -> Result<Vec<(Object, Option<ChangeMarker>)>> {
+    let mut claimed = Vec::new();
+    while claimed.len() < max {
+        let next = match marker_kinds {
+            Some(kinds) => store.claim_task_marked(request, kinds).await,
+            None => store
+                .claim_task(request)
+                .await
+                .map(|t| t.map(|t| (t, None))),
+        };
+        match next {
+            Ok(Some(task)) => claimed.push(task),
+            Ok(None) => break,
+            Err(e) if claimed.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(claimed)
 }
 
 /// [`Store::update_task_status_of`] for any store: serializes `status` and calls

@@ -432,6 +432,8 @@ struct Outage {
     lose_reply_to: std::sync::Mutex<Option<&'static str>>,
     /// Each `claim_tasks` call: how many tasks it asked for and how many it got.
     claim_calls: std::sync::Mutex<Vec<(usize, usize)>>,
+    /// The store goes away once this many more tasks were claimed through `claim_task`.
+    down_after_claims: std::sync::atomic::AtomicUsize,
 }
 
 impl Outage {
@@ -443,6 +445,7 @@ impl Outage {
             failed: 0.into(),
             lose_reply_to: Default::default(),
             claim_calls: Default::default(),
+            down_after_claims: usize::MAX.into(),
         })
     }
 
@@ -553,7 +556,16 @@ impl Store for Outage {
         if !self.claims_pass {
             self.reachable()?;
         }
-        self.inner.claim_task(request).await
+        let claimed = self.inner.claim_task(request).await?;
+        if claimed.is_some()
+            && self
+                .down_after_claims
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+                == 1
+        {
+            self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(claimed)
     }
     async fn claim_tasks(
         &self,
@@ -659,6 +671,38 @@ async fn claims_back_off_through_an_outage(registered_first: bool) {
     wait_phase(&inner, Kind::Task, "after-outage", "Succeeded").await;
     cancel.cancel();
     handle.await.expect("join").expect("run ok");
+}
+
+/// Claims one at a time (what `Store::claim_tasks` does for a store that cannot claim several
+/// in one write): when a claim fails after others succeeded, the call returns the tasks it
+/// claimed (held now, to be run) instead of the error, which the next call meets.
+#[tokio::test]
+async fn claims_one_at_a_time_keep_the_tasks_claimed_before_a_failure() {
+    let inner = store();
+    setup(&inner, &["k1", "k2", "k3"]).await;
+    let outage = Outage::over(&inner, false, false);
+    outage
+        .down_after_claims
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let request = orloj_core::ClaimRequest {
+        worker_id: "w-one".into(),
+        lease: Duration::from_secs(30),
+        region: String::new(),
+        gpu: false,
+        supported_models: vec![],
+        namespace: None,
+    };
+    let claimed = orloj_core::store::claim_tasks_one_at_a_time(&*outage, &request, 5, None)
+        .await
+        .expect("the tasks claimed before the store went away");
+    let keys: Vec<String> = claimed.iter().map(|(t, _)| t.key()).collect();
+    assert_eq!(keys, ["default/k1", "default/k2"]);
+    for key in ["k1", "k2"] {
+        let held = inner.get(Kind::Task, "default", key).await.expect("task");
+        assert_eq!(held.status["claimedBy"], serde_json::json!("w-one"));
+    }
+    let next = orloj_core::store::claim_tasks_one_at_a_time(&*outage, &request, 5, None).await;
+    assert!(next.is_err(), "the next call meets the failure: {next:?}");
 }
 
 /// After failed claim rounds the worker claims again when the wait after the last one is over,

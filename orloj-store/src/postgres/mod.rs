@@ -165,6 +165,16 @@ struct Inner {
     claiming: Mutex<HashSet<String>>,
 }
 
+/// What a claim's candidate query filters on, and the marker kinds its write reads.
+struct ClaimFilter<'a> {
+    now: DateTime<Utc>,
+    /// Lowercased, as the task columns are.
+    region: String,
+    models: Vec<String>,
+    worker: String,
+    kinds: Option<Vec<&'a str>>,
+}
+
 /// A task key reserved in [`Inner::claiming`] until dropped.
 struct Claiming<'a> {
     keys: &'a Mutex<HashSet<String>>,
@@ -408,9 +418,10 @@ impl PostgresStore {
 
     /// Claims up to `max` of the oldest claimable tasks matching `request` (see
     /// [`Store::claim_tasks`]); with `kinds`, each with a [`ChangeMarker`] of them, read by the
-    /// claims' write statement. A round reads the candidates it still needs, then writes all the
-    /// claims of the round in one statement under version guards; candidates another writer
-    /// got to first are skipped by the next round.
+    /// claims' write statement. Rounds ([`Self::claim_round`]) run until `max` are claimed or
+    /// none is left; candidates another writer got to first are skipped by the next round. A
+    /// round that fails after earlier ones claimed tasks ends the call with those: they are
+    /// held now, and the worker must run them.
     async fn claim(
         &self,
         request: &ClaimRequest,
@@ -420,87 +431,118 @@ impl PostgresStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.timed("claim task", async {
-            let now = self.inner.clock.now();
-            let region = request.region.trim().to_lowercase();
-            let models: Vec<String> = request
+        let filter = ClaimFilter {
+            now: self.inner.clock.now(),
+            region: request.region.trim().to_lowercase(),
+            models: request
                 .supported_models
                 .iter()
                 .map(|m| m.trim().to_lowercase())
-                .collect();
-            let worker = request.worker_id.to_lowercase();
-            let kind_names: Vec<&str> = kinds
-                .unwrap_or_default()
-                .iter()
-                .map(|k| k.as_str())
-                .collect();
-            let mut claimed: Vec<(Object, Option<ChangeMarker>)> = Vec::new();
-            let mut skipped: Vec<String> = Vec::new();
-            // No transaction: the candidates are read, then written under version guards. A
-            // transaction held the store revision lock from its write until the COMMIT came
-            // back from this process, a round trip during which every other write waited.
-            let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
-            while claimed.len() < max && skipped.len() < MAX_CLAIM_CANDIDATES {
-                let wanted = max - claimed.len();
-                // Tasks other claims of this store are writing are skipped as well.
-                let mut skip = Claiming::reserved(&self.inner.claiming);
-                skip.extend(skipped.iter().cloned());
-                let rows: Vec<(Json<Object>,)> = sqlx::query_as(sql::CLAIM_CANDIDATES)
-                    .bind(now)
-                    .bind(request.namespace.as_deref())
-                    .bind(&region)
-                    .bind(request.gpu)
-                    .bind(&models)
-                    .bind(&worker)
-                    .bind(&skip)
-                    .bind(i64::try_from(wanted).unwrap_or(i64::MAX))
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(error::map)?;
-                let exhausted = rows.len() < wanted;
-                let mut reserved = Vec::with_capacity(rows.len());
-                let mut writes = Vec::with_capacity(rows.len());
-                for (Json(mut task),) in rows {
-                    // The SQL filter approximates the rules; the shared functions decide. A
-                    // candidate another claim of this store reserved first is its to write.
-                    let reservation = (task_queue::is_claimable(&task, now)
-                        && task_queue::matches_worker(&task, request))
-                    .then(|| Claiming::reserve(&self.inner.claiming, task.key()))
-                    .flatten();
-                    let Some(reservation) = reservation else {
-                        skipped.push(task.key());
-                        continue;
-                    };
-                    reserved.push(reservation);
-                    let read_version = task.metadata.resource_version.clone();
-                    task_queue::apply_claim(&mut task, request, now);
-                    versioning::bump(&mut task);
-                    writes.push(task_batch::TaskWrite {
-                        task: Arc::new(task),
-                        at: now,
-                        expected_version: Some(read_version),
-                    });
-                }
-                let (written, marker) = self
-                    .write_claims(&mut conn, &writes, kinds.map(|_| kind_names.as_slice()))
-                    .await
-                    .map_err(error::map)?;
-                for (write, written) in writes.into_iter().zip(written) {
-                    if written {
-                        claimed.push((Arc::unwrap_or_clone(write.task), marker));
-                    } else {
-                        // Written meanwhile (claimed by another worker, cancelled, …).
-                        skipped.push(write.task.key());
+                .collect(),
+            worker: request.worker_id.to_lowercase(),
+            kinds: kinds.map(|kinds| kinds.iter().map(|k| k.as_str()).collect()),
+        };
+        // No transaction: the candidates are read, then written under version guards. A
+        // transaction held the store revision lock from its write until the COMMIT came back
+        // from this process, a round trip during which every other write waited.
+        let mut conn = self
+            .timed("claim task", async {
+                self.inner.pool.acquire().await.map_err(error::map)
+            })
+            .await?;
+        let mut claimed: Vec<(Object, Option<ChangeMarker>)> = Vec::new();
+        let mut skipped: Vec<String> = Vec::new();
+        while claimed.len() < max && skipped.len() < MAX_CLAIM_CANDIDATES {
+            let round = self.claim_round(
+                &mut conn,
+                request,
+                &filter,
+                max - claimed.len(),
+                &mut skipped,
+            );
+            match self.timed("claim task", round).await {
+                Ok((got, exhausted)) => {
+                    claimed.extend(got);
+                    if exhausted {
+                        break;
                     }
                 }
-                drop(reserved);
-                if exhausted {
+                Err(e) if claimed.is_empty() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, claimed = claimed.len(), "a later claim round failed; returning the tasks claimed");
                     break;
                 }
             }
-            Ok(claimed)
-        })
-        .await
+        }
+        Ok(claimed)
+    }
+
+    /// One claim round: reads up to `wanted` candidates (not in `skipped`, nor reserved by
+    /// this store's other claims), applies the claim rules to each and writes the claims in
+    /// one statement. The tasks it claimed, and whether fewer candidates than wanted were
+    /// left; candidates that do not fit or were written meanwhile go to `skipped`.
+    async fn claim_round(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        filter: &ClaimFilter<'_>,
+        wanted: usize,
+        skipped: &mut Vec<String>,
+    ) -> Result<(Vec<(Object, Option<ChangeMarker>)>, bool)> {
+        let now = filter.now;
+        let mut skip = Claiming::reserved(&self.inner.claiming);
+        skip.extend(skipped.iter().cloned());
+        let rows: Vec<(Json<Object>,)> = sqlx::query_as(sql::CLAIM_CANDIDATES)
+            .bind(now)
+            .bind(request.namespace.as_deref())
+            .bind(&filter.region)
+            .bind(request.gpu)
+            .bind(&filter.models)
+            .bind(&filter.worker)
+            .bind(&skip)
+            .bind(i64::try_from(wanted).unwrap_or(i64::MAX))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(error::map)?;
+        let exhausted = rows.len() < wanted;
+        let mut reserved = Vec::with_capacity(rows.len());
+        let mut writes = Vec::with_capacity(rows.len());
+        for (Json(mut task),) in rows {
+            // The SQL filter approximates the rules; the shared functions decide. A candidate
+            // another claim of this store reserved first is its to write.
+            let reservation = (task_queue::is_claimable(&task, now)
+                && task_queue::matches_worker(&task, request))
+            .then(|| Claiming::reserve(&self.inner.claiming, task.key()))
+            .flatten();
+            let Some(reservation) = reservation else {
+                skipped.push(task.key());
+                continue;
+            };
+            reserved.push(reservation);
+            let read_version = task.metadata.resource_version.clone();
+            task_queue::apply_claim(&mut task, request, now);
+            versioning::bump(&mut task);
+            writes.push(task_batch::TaskWrite {
+                task: Arc::new(task),
+                at: now,
+                expected_version: Some(read_version),
+            });
+        }
+        let (written, marker) = self
+            .write_claims(conn, &writes, filter.kinds.as_deref())
+            .await
+            .map_err(error::map)?;
+        let mut claimed = Vec::with_capacity(writes.len());
+        for (write, written) in writes.into_iter().zip(written) {
+            if written {
+                claimed.push((Arc::unwrap_or_clone(write.task), marker));
+            } else {
+                // Written meanwhile (claimed by another worker, cancelled, …).
+                skipped.push(write.task.key());
+            }
+        }
+        drop(reserved);
+        Ok((claimed, exhausted))
     }
 
     /// Writes the claims of a claim round (status writes naming the version each was read at)
