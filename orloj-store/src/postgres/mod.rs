@@ -167,7 +167,6 @@ struct Inner {
 
 /// What a claim's candidate query filters on, and the marker kinds its write reads.
 struct ClaimFilter<'a> {
-    now: DateTime<Utc>,
     /// Lowercased, as the task columns are.
     region: String,
     models: Vec<String>,
@@ -432,7 +431,6 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         let filter = ClaimFilter {
-            now: self.inner.clock.now(),
             region: request.region.trim().to_lowercase(),
             models: request
                 .supported_models
@@ -489,7 +487,9 @@ impl PostgresStore {
         wanted: usize,
         skipped: &mut Vec<String>,
     ) -> Result<(Vec<(Object, Option<ChangeMarker>)>, bool)> {
-        let now = filter.now;
+        // Each round's own time: a call's rounds may take a while each (every one has the
+        // operation timeout), and a lease counted from the call's start could be over already.
+        let now = self.inner.clock.now();
         let mut skip = Claiming::reserved(&self.inner.claiming);
         skip.extend(skipped.iter().cloned());
         let rows: Vec<(Json<Object>,)> = sqlx::query_as(sql::CLAIM_CANDIDATES)
