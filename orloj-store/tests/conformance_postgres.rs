@@ -806,3 +806,102 @@ async fn an_event_statement_notifies_once_with_its_highest_revision() {
     assert_eq!(next().await, "1003");
     assert_eq!(next().await, "1004");
 }
+
+/// A claim round that times out after its statement was sent may still commit: the tasks are
+/// then held by the worker without it knowing. Its next claim hands them out (up to what it
+/// asks for), once each; before, they waited for their lease to run out.
+#[tokio::test]
+async fn claims_that_committed_after_their_round_timed_out_go_to_the_next_claim() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(
+        &db.url,
+        PostgresOptions {
+            operation_timeout: Duration::from_millis(300),
+            ..options(None)
+        },
+        clock(),
+    )
+    .await
+    .expect("connect");
+    for name in ["a", "b"] {
+        store
+            .create(Object::new(Kind::Task, "ns", name))
+            .await
+            .expect("create");
+    }
+    let request = orloj_core::ClaimRequest {
+        worker_id: "w1".into(),
+        lease: Duration::from_secs(30),
+        region: String::new(),
+        gpu: false,
+        supported_models: vec![],
+        namespace: None,
+    };
+    // Holding the store revision lock keeps the claim's write waiting past the timeout.
+    let mut blocker = store.pool().begin().await.expect("begin");
+    sqlx::query("SELECT revision FROM store_revision FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the store revision");
+    let timed_out = store.claim_tasks(&request, 2, None).await;
+    assert!(
+        timed_out.is_err(),
+        "the claim waited on the lock: {timed_out:?}"
+    );
+    // Its write still waits: a claim meanwhile gets nothing and does not forget it.
+    assert!(
+        store
+            .claim_tasks(&request, 2, None)
+            .await
+            .expect("claim while the write waits")
+            .is_empty()
+    );
+    blocker.commit().await.expect("release the lock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE claimed_by = 'w1'")
+            .fetch_one(store.pool())
+            .await
+            .expect("count");
+        if held == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the claim that timed out never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let another = orloj_core::ClaimRequest {
+        worker_id: "w2".into(),
+        ..request.clone()
+    };
+    assert!(
+        store
+            .claim_tasks(&another, 2, None)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "another worker gets none of them"
+    );
+    let mut handed_out = Vec::new();
+    for _ in 0..2 {
+        let got = store.claim_tasks(&request, 1, None).await.expect("claim");
+        assert_eq!(got.len(), 1, "one task per claim of one");
+        let (task, _) = &got[0];
+        assert_eq!(task.status["claimedBy"], "w1");
+        handed_out.push(task.name().to_string());
+    }
+    handed_out.sort();
+    assert_eq!(handed_out, ["a", "b"]);
+    assert!(
+        store
+            .claim_tasks(&request, 2, None)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "each is handed out once"
+    );
+}

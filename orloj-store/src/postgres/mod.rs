@@ -163,6 +163,10 @@ struct Inner {
     /// without a transaction their candidate reads lock nothing, so they would all read the
     /// same oldest task and all but one would wait on its row lock to fail their guard.
     claiming: Mutex<HashSet<String>>,
+    /// Claim writes this store sent but never heard back about (the round timed out, or its
+    /// connection broke): the statement may have committed, leaving the task held by a worker
+    /// that does not know it holds it. The next claim of that worker hands such a task out.
+    unsure_claims: Mutex<Vec<UnsureClaim>>,
 }
 
 /// What a claim's candidate query filters on, and the marker kinds its write reads.
@@ -172,6 +176,34 @@ struct ClaimFilter<'a> {
     models: Vec<String>,
     worker: String,
     kinds: Option<Vec<&'a str>>,
+}
+
+/// A claim write whose outcome is unknown ([`Inner::unsure_claims`]).
+#[derive(Clone)]
+struct UnsureClaim {
+    key: String,
+    /// The resourceVersion the claim wrote: if the task still has it, the claim committed and
+    /// nobody has written the task since.
+    version: String,
+    /// The resourceVersion the claim expected: while the task still has it, the write may
+    /// still be on its way (waiting for a lock, say).
+    read_version: String,
+    worker: String,
+    /// The end of the lease the claim wrote: after it, anyone may claim the task anyway.
+    lease_until: DateTime<Utc>,
+}
+
+/// Noted claims taken out of [`Inner::unsure_claims`]; what is left in `claims` goes back
+/// when dropped.
+struct TakenClaims<'a> {
+    noted: &'a Mutex<Vec<UnsureClaim>>,
+    claims: Vec<UnsureClaim>,
+}
+
+impl Drop for TakenClaims<'_> {
+    fn drop(&mut self) {
+        lock(self.noted).append(&mut self.claims);
+    }
 }
 
 /// A task key reserved in [`Inner::claiming`] until dropped.
@@ -292,6 +324,7 @@ impl PostgresStore {
                 status_batcher: OnceLock::new(),
                 log_batcher: OnceLock::new(),
                 claiming: Mutex::new(HashSet::new()),
+                unsure_claims: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -448,7 +481,15 @@ impl PostgresStore {
                 self.inner.pool.acquire().await.map_err(error::map)
             })
             .await?;
-        let mut claimed: Vec<(Object, Option<ChangeMarker>)> = Vec::new();
+        let mut claimed: Vec<(Object, Option<ChangeMarker>)> = self
+            .timed(
+                "claim task",
+                self.unsure_claims_held(&mut conn, request, max),
+            )
+            .await?
+            .into_iter()
+            .map(|task| (task, None))
+            .collect();
         let mut skipped: Vec<String> = Vec::new();
         while claimed.len() < max && skipped.len() < MAX_CLAIM_CANDIDATES {
             let round = self.claim_round(
@@ -473,6 +514,66 @@ impl PostgresStore {
             }
         }
         Ok(claimed)
+    }
+
+    /// Up to `max` tasks whose claim for `request`'s worker did commit although the claim
+    /// never heard back ([`Inner::unsure_claims`]): they are that worker's now. A noted claim
+    /// is forgotten once its task was written by someone else or is gone; it stays noted while
+    /// the task still has the version the claim read (the write may still be on its way) or
+    /// beyond `max`, until its lease would have run out.
+    async fn unsure_claims_held(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        max: usize,
+    ) -> Result<Vec<Object>> {
+        let now = self.inner.clock.now();
+        // Taken out while this call settles them (a claim of the same worker running at the
+        // same time does not hand them out too), and put back unless settled, also when this
+        // call fails or is dropped. Claims whose round is still writing them are left alone.
+        let mut taken = {
+            let writing = lock(&self.inner.claiming);
+            let mut noted = lock(&self.inner.unsure_claims);
+            noted.retain(|c| c.lease_until > now);
+            let (mine, rest) = std::mem::take(&mut *noted)
+                .into_iter()
+                .partition(|c| c.worker == request.worker_id && !writing.contains(&c.key));
+            *noted = rest;
+            TakenClaims {
+                noted: &self.inner.unsure_claims,
+                claims: mine,
+            }
+        };
+        if taken.claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&str> = taken.claims.iter().map(|c| c.key.as_str()).collect();
+        let rows: Vec<(Json<Object>,)> = sqlx::query_as(sql::TASKS_NAMED)
+            .bind(&keys)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(error::map)?;
+        let mut held = Vec::new();
+        taken.claims.retain(|c| {
+            match rows.iter().map(|(Json(t),)| t).find(|t| t.key() == c.key) {
+                // Committed: this worker's task, handed out now (beyond `max`, later).
+                Some(task) if task.metadata.resource_version == c.version => {
+                    if held.len() >= max {
+                        return true;
+                    }
+                    held.push(task.clone());
+                    false
+                }
+                // Not written yet: the write may still be on its way.
+                Some(task) => task.metadata.resource_version == c.read_version,
+                // Gone.
+                None => false,
+            }
+        });
+        if !held.is_empty() {
+            tracing::info!(worker = %request.worker_id, tasks = held.len(), "claims whose answer was lost had committed; handing those tasks out");
+        }
+        Ok(held)
     }
 
     /// One claim round: reads up to `wanted` candidates (not in `skipped`, nor reserved by
@@ -528,10 +629,33 @@ impl PostgresStore {
                 expected_version: Some(read_version),
             });
         }
-        let (written, marker) = self
+        // Until the write answers, its outcome is unknown: dropped here (the round timed out)
+        // or failed, the claims stay noted for the next claim to settle.
+        let unsure: Vec<UnsureClaim> = writes
+            .iter()
+            .map(|w| UnsureClaim {
+                key: w.task.key(),
+                version: w.task.metadata.resource_version.clone(),
+                read_version: w.expected_version.clone().unwrap_or_default(),
+                worker: request.worker_id.clone(),
+                lease_until: chrono::Duration::from_std(request.lease)
+                    .ok()
+                    .and_then(|lease| now.checked_add_signed(lease))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            })
+            .collect();
+        lock(&self.inner.unsure_claims).extend(unsure.iter().cloned());
+        let written = self
             .write_claims(conn, &writes, filter.kinds.as_deref())
-            .await
-            .map_err(error::map)?;
+            .await;
+        if written.is_ok() {
+            lock(&self.inner.unsure_claims).retain(|c| {
+                !unsure
+                    .iter()
+                    .any(|u| u.key == c.key && u.version == c.version)
+            });
+        }
+        let (written, marker) = written.map_err(error::map)?;
         let mut claimed = Vec::with_capacity(writes.len());
         for (write, written) in writes.into_iter().zip(written) {
             if written {

@@ -337,6 +337,9 @@ pub(crate) const TASK_LOGS: &str = "SELECT entry FROM \
     (SELECT id, entry FROM task_logs WHERE task_name = $1 ORDER BY id DESC LIMIT $2) l \
     ORDER BY id";
 
+/// The tasks named in $1 (text array of keys).
+pub(crate) const TASKS_NAMED: &str = "SELECT payload FROM tasks WHERE name = ANY($1::text[])";
+
 /// Whether task $1 exists.
 pub(crate) const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE name = $1)";
 
