@@ -644,16 +644,15 @@ impl PostgresStore {
                     .unwrap_or(DateTime::<Utc>::MAX_UTC),
             })
             .collect();
-        lock(&self.inner.unsure_claims).extend(unsure.iter().cloned());
+        lock(&self.inner.unsure_claims).extend(unsure);
         let written = self
             .write_claims(conn, &writes, filter.kinds.as_deref())
             .await;
         if written.is_ok() {
-            lock(&self.inner.unsure_claims).retain(|c| {
-                !unsure
-                    .iter()
-                    .any(|u| u.key == c.key && u.version == c.version)
-            });
+            // Answered: this round's keys are reserved, so the notes of them are its own (or
+            // older ones of the same task, which its write has settled too).
+            lock(&self.inner.unsure_claims)
+                .retain(|c| !reserved.iter().any(|r: &Claiming<'_>| r.key == c.key));
         }
         let (written, marker) = written.map_err(error::map)?;
         let mut claimed = Vec::with_capacity(writes.len());
