@@ -747,7 +747,9 @@ impl Worker {
         if md.was_run_ahead(msg) {
             return Settle::Ack;
         }
-        let (settle, latest) = self.handle_locked(md, msg, &key, &namespace, &name).await;
+        // Boxed: the steps' state is large, and most deliveries (already run ahead) never get
+        // here, so they should not carry it.
+        let (settle, latest) = Box::pin(self.handle_locked(md, msg, &key, &namespace, &name)).await;
         // Still under the task's lock: its delivery, waiting for it, must find this.
         if ahead && matches!(settle, Settle::Ack) {
             md.ran_ahead((msg.message_id.clone(), msg.attempt, msg.timestamp.clone()));

@@ -1214,7 +1214,8 @@ impl Worker {
                         let worker = self.clone();
                         running.spawn(async move {
                             let key = task.key();
-                            if let Err(e) = worker.execute(task).await {
+                            // Boxed once here rather than moved whole into the task cell.
+                            if let Err(e) = Box::pin(worker.execute(task)).await {
                                 tracing::warn!(task = %key, error = %e, "task execution failed");
                             }
                         });
