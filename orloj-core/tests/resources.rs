@@ -893,6 +893,20 @@ fn task_status_round_trips_and_checks_phase() {
     assert_eq!(typed.extra.get("somethingNew"), Some(&json!({"x": [1, 2]})));
     assert_eq!(serde_json::to_value(&typed).expect("ser"), once);
 
+    // Output texts are kept inline up to 23 bytes and shared beyond: both read and write
+    // back as plain strings, and a number written without quotes reads as its text.
+    let long = "x".repeat(300);
+    let output: TaskStatus = serde_json::from_value(json!({
+        "output": {"short": "model=mock-1 step=1", "a.key.longer.than.23.bytes": long, "n": 3}
+    }))
+    .expect("typed output");
+    assert_eq!(&*output.output["a.key.longer.than.23.bytes"], long.as_str());
+    assert_eq!(&*output.output["n"], "3");
+    assert_eq!(
+        serde_json::to_value(&output).expect("ser")["output"],
+        json!({"a.key.longer.than.23.bytes": long, "n": "3", "short": "model=mock-1 step=1"})
+    );
+
     assert_eq!(
         resources::normalize_status(Kind::Task, json!({})).expect("empty")["phase"],
         "Pending"

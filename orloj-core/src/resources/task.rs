@@ -15,7 +15,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// Every phase a Task may be in.
 pub const TASK_PHASES: &[&str] = &[
@@ -183,9 +182,13 @@ pub(crate) fn normalize_task_spec(
     Ok(())
 }
 
-/// A task's output, key → text. Keys and texts are shared between status versions: copying a
-/// status copies pointers, not the texts.
-pub type TaskOutput = BTreeMap<Arc<str>, Arc<str>>;
+/// A task's output, key → text. Keys and texts up to 23 bytes (most of them) are stored inline,
+/// longer ones are shared between status versions: copying or freeing a status version neither
+/// copies the texts nor touches a reference count per entry.
+pub type TaskOutput = BTreeMap<OutputText, OutputText>;
+
+/// A key or text of a [`TaskOutput`].
+pub use smol_str::SmolStr as OutputText;
 
 /// `Task.status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -14,13 +14,12 @@ use crate::governance::policy::PolicySet;
 use orloj_core::clock::Clock;
 use orloj_core::model::{ModelRouter, ResolvedModel};
 use orloj_core::resources::{
-    AgentSpec, AgentSystemSpec, TaskJoinSource, TaskJoinState, TaskMessage, TaskOutput, TaskSpec,
-    TaskStatus, TaskTraceEvent, spec_of,
+    AgentSpec, AgentSystemSpec, OutputText, TaskJoinSource, TaskJoinState, TaskMessage, TaskOutput,
+    TaskSpec, TaskStatus, TaskTraceEvent, spec_of,
 };
 use orloj_core::task_queue::format_time;
 use orloj_core::{ErrorKind, Kind, Object, Store, split_ref};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 
 /// Upper bound on agent runs of one attempt, a guard against runaway fan-out inside cycles.
 pub const MAX_AGENT_RUNS: usize = 1000;
@@ -1022,9 +1021,9 @@ impl<'a> GraphRun<'a> {
     ) {
         let mut out = OutputWriter::new(&mut status.output);
         // A text written under several keys is one shared string.
-        let name: Arc<str> = agent.name.as_str().into();
-        let last_event: Arc<str> = o.last_event.as_str().into();
-        let output: Arc<str> = o.output.as_str().into();
+        let name: OutputText = agent.name.as_str().into();
+        let last_event: OutputText = o.last_event.as_str().into();
+        let output: OutputText = o.output.as_str().into();
         let steps = out.text(o.steps);
         let tool_calls = out.text(o.tool_calls);
         let tokens_used = out.text(o.tokens_used);
@@ -1127,16 +1126,16 @@ impl<'a> OutputWriter<'a> {
     }
 
     /// `value` as text.
-    fn text(&mut self, value: impl std::fmt::Display) -> Arc<str> {
+    fn text(&mut self, value: impl std::fmt::Display) -> OutputText {
         use std::fmt::Write as _;
         self.buf.clear();
         // Writing into a String cannot fail.
         let _ = write!(self.buf, "{value}");
-        Arc::from(self.buf.as_str())
+        OutputText::from(self.buf.as_str())
     }
 
     /// Sets `key`.
-    fn put(&mut self, key: &str, value: Arc<str>) {
+    fn put(&mut self, key: &str, value: OutputText) {
         match self.out.get_mut(key) {
             Some(v) => *v = value,
             None => {
@@ -1146,7 +1145,7 @@ impl<'a> OutputWriter<'a> {
     }
 
     /// Sets `agent.<run>.<field>`.
-    fn put_agent(&mut self, run: usize, field: &str, value: Arc<str>) {
+    fn put_agent(&mut self, run: usize, field: &str, value: OutputText) {
         use std::fmt::Write as _;
         self.buf.clear();
         let _ = write!(self.buf, "agent.{run}.{field}");
