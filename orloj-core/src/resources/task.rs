@@ -190,6 +190,9 @@ pub type TaskOutput = BTreeMap<OutputText, OutputText>;
 /// A key or text of a [`TaskOutput`].
 pub use smol_str::SmolStr as OutputText;
 
+/// Text kept inline up to 23 bytes and shared beyond (the short fields of trace entries).
+pub use smol_str::SmolStr;
+
 /// `Task.status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskStatus {
@@ -355,8 +358,9 @@ pub struct TaskTraceEvent {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub timestamp: String,
     /// Stable step id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub step_id: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub step_id: SmolStr,
     /// Task attempt.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: i64,
@@ -364,20 +368,25 @@ pub struct TaskTraceEvent {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub step: i64,
     /// Graph branch.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub branch_id: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub branch_id: SmolStr,
     /// Event type (`agent_start`, `tool_call`, ...).
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
-    pub event_type: String,
+    #[serde(rename = "type", default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub event_type: SmolStr,
     /// Agent.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub agent: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub agent: SmolStr,
     /// Tool.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub tool: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub tool: SmolStr,
     /// Tool contract version (`v1`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub tool_contract_version: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub tool_contract_version: SmolStr,
     /// Tool request id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tool_request_id: String,
@@ -385,8 +394,9 @@ pub struct TaskTraceEvent {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tool_attempt: i64,
     /// Error code.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub error_code: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub error_code: SmolStr,
     /// Error reason.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error_reason: String,
@@ -409,8 +419,9 @@ pub struct TaskTraceEvent {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub output_tokens: i64,
     /// `provider` or `estimate`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub token_usage_source: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub token_usage_source: SmolStr,
     /// Tool calls made.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tool_calls: i64,

@@ -14,8 +14,8 @@ use crate::governance::policy::PolicySet;
 use orloj_core::clock::Clock;
 use orloj_core::model::{ModelRouter, ResolvedModel};
 use orloj_core::resources::{
-    AgentSpec, AgentSystemSpec, OutputText, TaskJoinSource, TaskJoinState, TaskMessage, TaskOutput,
-    TaskSpec, TaskStatus, TaskTraceEvent, spec_of,
+    AgentSpec, AgentSystemSpec, OutputText, SmolStr, TaskJoinSource, TaskJoinState, TaskMessage,
+    TaskOutput, TaskSpec, TaskStatus, TaskTraceEvent, spec_of,
 };
 use orloj_core::task_queue::format_time;
 use orloj_core::{ErrorKind, Kind, Object, Store, split_ref};
@@ -477,8 +477,8 @@ impl<'a> GraphRun<'a> {
         format!("{}/{}/a{:03}", self.namespace, self.task, self.attempt)
     }
 
-    fn step_id(&self, index: usize) -> String {
-        format!("a{:03}.s{index:04}", self.attempt)
+    fn step_id(&self, index: usize) -> SmolStr {
+        smol_str::format_smolstr!("a{:03}.s{index:04}", self.attempt)
     }
 
     fn push_trace(&self, status: &mut TaskStatus, mut t: TaskTraceEvent, index: usize) {
@@ -742,8 +742,8 @@ impl<'a> GraphRun<'a> {
                     };
                     let t = TaskTraceEvent {
                         event_type: kind.into(),
-                        agent: msg.to_agent.clone(),
-                        branch_id: msg.branch_id.clone(),
+                        agent: msg.to_agent.as_str().into(),
+                        branch_id: msg.branch_id.as_str().into(),
                         message: format!("message_id={} {wait}", msg.message_id),
                         ..Default::default()
                     };
@@ -763,7 +763,7 @@ impl<'a> GraphRun<'a> {
             let reason = format!("agent \"{}\" not found", msg.to_agent);
             let t = TaskTraceEvent {
                 event_type: "agent_missing".into(),
-                agent: msg.to_agent.clone(),
+                agent: msg.to_agent.as_str().into(),
                 message: reason.clone(),
                 ..Default::default()
             };
@@ -791,8 +791,8 @@ impl<'a> GraphRun<'a> {
         inputs.extend(join_inputs);
         let start = TaskTraceEvent {
             event_type: "agent_start".into(),
-            agent: agent.name.clone(),
-            branch_id: msg.branch_id.clone(),
+            agent: agent.name.as_str().into(),
+            branch_id: msg.branch_id.as_str().into(),
             message: format!(
                 "model={} model_ref={} tools={}",
                 agent.model.model,
@@ -821,8 +821,8 @@ impl<'a> GraphRun<'a> {
         ) {
             let t = TaskTraceEvent {
                 event_type: "policy_violation".into(),
-                agent: agent.name.clone(),
-                branch_id: msg.branch_id.clone(),
+                agent: agent.name.as_str().into(),
+                branch_id: msg.branch_id.as_str().into(),
                 message: reason.clone(),
                 retryable: Some(false),
                 ..Default::default()
@@ -842,7 +842,7 @@ impl<'a> GraphRun<'a> {
             )
             .await;
         for mut t in std::mem::take(&mut outcome.trace) {
-            t.branch_id = msg.branch_id.clone();
+            t.branch_id = msg.branch_id.as_str().into();
             self.push_trace(status, t, run_index);
         }
         self.last_events
@@ -851,13 +851,13 @@ impl<'a> GraphRun<'a> {
             let reason = format!("agent \"{}\" execution failed: {}", agent.name, err.message);
             let t = TaskTraceEvent {
                 event_type: "agent_error".into(),
-                agent: agent.name.clone(),
-                branch_id: msg.branch_id.clone(),
+                agent: agent.name.as_str().into(),
+                branch_id: msg.branch_id.as_str().into(),
                 message: reason.clone(),
                 error_code: err
                     .tool_error
                     .as_ref()
-                    .map(|e| e.code.as_str().to_string())
+                    .map(|e| e.code.as_str().into())
                     .unwrap_or_default(),
                 error_reason: err
                     .tool_error
@@ -883,15 +883,15 @@ impl<'a> GraphRun<'a> {
         }
         let end = TaskTraceEvent {
             event_type: "agent_end".into(),
-            agent: agent.name.clone(),
-            branch_id: msg.branch_id.clone(),
+            agent: agent.name.as_str().into(),
+            branch_id: msg.branch_id.as_str().into(),
             message: format!(
                 "steps={} tool_calls={} tokens={} usage_source={}",
                 outcome.steps, outcome.tool_calls, outcome.tokens_used, outcome.token_usage_source
             ),
             latency_ms: outcome.duration.as_millis() as i64,
             tokens: outcome.tokens_used as i64,
-            token_usage_source: outcome.token_usage_source.clone(),
+            token_usage_source: outcome.token_usage_source.as_str().into(),
             tool_calls: i64::from(outcome.tool_calls),
             memory_writes: i64::from(outcome.memory_writes),
             ..Default::default()
@@ -911,8 +911,8 @@ impl<'a> GraphRun<'a> {
             );
             let t = TaskTraceEvent {
                 event_type: "token_budget_exceeded".into(),
-                agent: agent.name.clone(),
-                branch_id: msg.branch_id.clone(),
+                agent: agent.name.as_str().into(),
+                branch_id: msg.branch_id.as_str().into(),
                 message: reason.clone(),
                 tokens: used as i64,
                 retryable: Some(false),
@@ -944,8 +944,8 @@ impl<'a> GraphRun<'a> {
         if self.max_turns > 0 && on_branch >= self.max_turns && !targets.is_empty() {
             let t = TaskTraceEvent {
                 event_type: "agent_message_turn_limit".into(),
-                agent: agent.name.clone(),
-                branch_id: branch.clone(),
+                agent: agent.name.as_str().into(),
+                branch_id: branch.as_str().into(),
                 message: format!(
                     "turn limit reached: branch={branch} turns={on_branch} max_turns={}",
                     self.max_turns
@@ -997,8 +997,8 @@ impl<'a> GraphRun<'a> {
                 });
                 let t = TaskTraceEvent {
                     event_type: "agent_message".into(),
-                    agent: agent.name.clone(),
-                    branch_id,
+                    agent: agent.name.as_str().into(),
+                    branch_id: branch_id.into(),
                     message: format!("message_id={id} from={} to={to}", agent.name),
                     ..Default::default()
                 };
@@ -1060,7 +1060,7 @@ impl<'a> GraphRun<'a> {
 
     /// Writes the summary output keys and the `task_summary` trace once no message is queued.
     pub fn finish(&self, status: &mut TaskStatus) {
-        let runs: Vec<String> = status
+        let runs: Vec<SmolStr> = status
             .trace
             .iter()
             .filter(|t| t.attempt == self.attempt && t.event_type == "agent_end")

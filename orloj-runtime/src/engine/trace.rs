@@ -46,8 +46,8 @@ fn int(v: &str) -> i64 {
 /// carries (fields after `error=`/`model_output=` are free text and not parsed).
 pub fn step_event(agent: &str, event: &str) -> TaskTraceEvent {
     let mut t = TaskTraceEvent {
-        event_type: classify(event).to_string(),
-        agent: agent.to_string(),
+        event_type: classify(event).into(),
+        agent: agent.into(),
         message: event.to_string(),
         ..Default::default()
     };
@@ -58,17 +58,17 @@ pub fn step_event(agent: &str, event: &str) -> TaskTraceEvent {
         match k {
             "error" | "model_output" | "model_error" | "content" => break,
             "step" => t.step = int(v),
-            "tool" => t.tool = v.to_string(),
-            "tool_code" => t.error_code = v.to_string(),
+            "tool" => t.tool = v.into(),
+            "tool_code" => t.error_code = v.into(),
             "tool_reason" => t.error_reason = v.to_string(),
             "retryable" => t.retryable = v.parse().ok(),
-            "tool_contract" => t.tool_contract_version = v.to_string(),
+            "tool_contract" => t.tool_contract_version = v.into(),
             "tool_request_id" => t.tool_request_id = v.to_string(),
             "tool_attempt" => t.tool_attempt = int(v),
             "tokens" => t.tokens = int(v),
             "input_tokens" => t.input_tokens = int(v),
             "output_tokens" => t.output_tokens = int(v),
-            "usage_source" => t.token_usage_source = v.to_string(),
+            "usage_source" => t.token_usage_source = v.into(),
             "latency_ms" | "duration_ms" => t.latency_ms = int(v),
             "tool_auth_profile" => t.tool_auth_profile = v.to_string(),
             "tool_auth_secret" => t.tool_auth_secret_ref = v.to_string(),
