@@ -466,47 +466,59 @@ pub struct TaskMessage {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub timestamp: String,
     /// Message id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub message_id: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub message_id: SmolStr,
     /// Idempotency key.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub idempotency_key: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub idempotency_key: SmolStr,
     /// Task key.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub task_id: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub task_id: SmolStr,
     /// Task attempt.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: i64,
     /// AgentSystem.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub system: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub system: SmolStr,
     /// Sender.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub from_agent: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub from_agent: SmolStr,
     /// Recipient.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub to_agent: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub to_agent: SmolStr,
     /// Branch.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub branch_id: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub branch_id: SmolStr,
     /// Parent branch.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub parent_branch_id: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub parent_branch_id: SmolStr,
     /// Message type.
-    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
-    pub message_type: String,
+    #[serde(rename = "type", default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub message_type: SmolStr,
     /// Payload.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub content: String,
     /// Trace id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub trace_id: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub trace_id: SmolStr,
     /// Parent message id.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub parent_id: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub parent_id: SmolStr,
     /// Lifecycle (queued, running, retrypending, succeeded, deadletter).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub phase: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub phase: SmolStr,
     /// Delivery attempts so far.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: i64,
@@ -517,8 +529,9 @@ pub struct TaskMessage {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_error: String,
     /// Worker that processed it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub worker: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub worker: SmolStr,
     /// When it was processed (RFC 3339).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub processed_at: String,
@@ -526,8 +539,9 @@ pub struct TaskMessage {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub next_attempt_at: String,
     /// Delegating agent, for delegated work.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub delegate_of: String,
+    #[serde(default, skip_serializing_if = "SmolStr::is_empty")]
+    #[schemars(with = "String")]
+    pub delegate_of: SmolStr,
     /// Fields not modelled here.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

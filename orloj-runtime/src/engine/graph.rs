@@ -563,20 +563,20 @@ impl<'a> GraphRun<'a> {
             .cloned()
             .unwrap_or_else(|| format!("task={} attempt={}", self.task, self.attempt));
         for (i, entry) in self.plan.entries.iter().enumerate() {
-            let id = self.message_id(i as u32 + 1, "system", entry);
+            let id = SmolStr::from(self.message_id(i as u32 + 1, "system", entry));
             status.messages.push(TaskMessage {
                 timestamp: self.now(),
                 message_id: id.clone(),
                 idempotency_key: id,
-                task_id: self.task_id(),
+                task_id: self.task_id().into(),
                 attempt: self.attempt,
-                system: self.plan.system.clone(),
+                system: self.plan.system.as_str().into(),
                 from_agent: "system".into(),
-                to_agent: entry.clone(),
-                branch_id: format!("b{:03}", i + 1),
+                to_agent: entry.as_str().into(),
+                branch_id: smol_str::format_smolstr!("b{:03}", i + 1),
                 message_type: "task_start".into(),
                 content: content.clone(),
-                trace_id: self.trace_id(),
+                trace_id: self.trace_id().into(),
                 phase: "Queued".into(),
                 max_attempts: 1,
                 ..Default::default()
@@ -656,7 +656,7 @@ impl<'a> GraphRun<'a> {
             None => {
                 status.join_states.push(TaskJoinState {
                     attempt: self.attempt,
-                    node: node.clone(),
+                    node: node.to_string(),
                     mode: mode.into(),
                     expected: expected as i64,
                     quorum_required: required as i64,
@@ -671,9 +671,9 @@ impl<'a> GraphRun<'a> {
         }
         state.sources.retain(|s| s.message_id != msg.message_id);
         state.sources.push(TaskJoinSource {
-            message_id: msg.message_id.clone(),
-            from_agent: msg.from_agent.clone(),
-            branch_id: msg.branch_id.clone(),
+            message_id: msg.message_id.to_string(),
+            from_agent: msg.from_agent.to_string(),
+            branch_id: msg.branch_id.to_string(),
             timestamp: now.clone(),
             payload: msg.content.clone(),
             ..Default::default()
@@ -686,7 +686,7 @@ impl<'a> GraphRun<'a> {
         }
         state.activated = true;
         state.activated_at = now;
-        state.activated_by = msg.message_id.clone();
+        state.activated_by = msg.message_id.to_string();
         let mut sources: Vec<String> = Vec::new();
         for s in &state.sources {
             if !sources.iter().any(|x| x == &s.from_agent) {
@@ -727,7 +727,7 @@ impl<'a> GraphRun<'a> {
         if let Some(m) = status.messages.get_mut(index) {
             m.phase = "Running".into();
             m.attempts += 1;
-            m.worker = self.worker.clone();
+            m.worker = self.worker.as_str().into();
         }
         let mut join_inputs = BTreeMap::new();
         if msg.from_agent != "system" {
@@ -773,17 +773,17 @@ impl<'a> GraphRun<'a> {
         };
         let mut inputs = self.input.clone();
         if msg.from_agent != "system" {
-            inputs.insert("inbox.from".into(), msg.from_agent.clone());
-            inputs.insert("inbox.to".into(), msg.to_agent.clone());
+            inputs.insert("inbox.from".into(), msg.from_agent.to_string());
+            inputs.insert("inbox.to".into(), msg.to_agent.to_string());
             inputs.insert("inbox.content".into(), msg.content.clone());
-            inputs.insert("inbox.message_id".into(), msg.message_id.clone());
-            inputs.insert("inbox.trace_id".into(), msg.trace_id.clone());
-            inputs.insert("inbox.branch_id".into(), msg.branch_id.clone());
+            inputs.insert("inbox.message_id".into(), msg.message_id.to_string());
+            inputs.insert("inbox.trace_id".into(), msg.trace_id.to_string());
+            inputs.insert("inbox.branch_id".into(), msg.branch_id.to_string());
             inputs.insert(
                 "inbox.parent_branch_id".into(),
-                msg.parent_branch_id.clone(),
+                msg.parent_branch_id.to_string(),
             );
-            inputs.insert("previous_agent".into(), msg.from_agent.clone());
+            inputs.insert("previous_agent".into(), msg.from_agent.to_string());
             if let Some(last) = self.previous_last_event(status, &msg.from_agent) {
                 inputs.insert("previous_agent_last_event".into(), last);
             }
@@ -924,7 +924,7 @@ impl<'a> GraphRun<'a> {
         }
 
         let branch = if msg.branch_id.is_empty() {
-            "b001".to_string()
+            SmolStr::new_static("b001")
         } else {
             msg.branch_id.clone()
         };
@@ -971,20 +971,23 @@ impl<'a> GraphRun<'a> {
             let fan_out = targets.len() > 1;
             for (i, to) in targets.iter().enumerate() {
                 let (branch_id, parent) = if fan_out {
-                    (format!("{branch}.{:03}", i + 1), branch.clone())
+                    (
+                        smol_str::format_smolstr!("{branch}.{:03}", i + 1),
+                        branch.clone(),
+                    )
                 } else {
                     (branch.clone(), msg.parent_branch_id.clone())
                 };
-                let id = self.message_id(hop, &agent.name, to);
+                let id = SmolStr::from(self.message_id(hop, &agent.name, to));
                 status.messages.push(TaskMessage {
                     timestamp: self.now(),
                     message_id: id.clone(),
                     idempotency_key: id.clone(),
-                    task_id: self.task_id(),
+                    task_id: self.task_id().into(),
                     attempt: self.attempt,
-                    system: self.plan.system.clone(),
-                    from_agent: agent.name.clone(),
-                    to_agent: to.clone(),
+                    system: self.plan.system.as_str().into(),
+                    from_agent: agent.name.as_str().into(),
+                    to_agent: to.as_str().into(),
                     branch_id: branch_id.clone(),
                     parent_branch_id: parent,
                     message_type: "task_handoff".into(),
@@ -998,7 +1001,7 @@ impl<'a> GraphRun<'a> {
                 let t = TaskTraceEvent {
                     event_type: "agent_message".into(),
                     agent: agent.name.as_str().into(),
-                    branch_id: branch_id.into(),
+                    branch_id,
                     message: format!("message_id={id} from={} to={to}", agent.name),
                     ..Default::default()
                 };

@@ -299,21 +299,21 @@ fn is_open(m: &TaskMessage) -> bool {
 
 fn to_envelope(task: &Object, m: &TaskMessage) -> AgentMessage {
     AgentMessage {
-        message_id: m.message_id.clone(),
-        idempotency_key: m.idempotency_key.clone(),
-        task_id: m.task_id.clone(),
+        message_id: m.message_id.to_string(),
+        idempotency_key: m.idempotency_key.to_string(),
+        task_id: m.task_id.to_string(),
         attempt: m.attempt,
-        system: m.system.clone(),
+        system: m.system.to_string(),
         namespace: task.namespace().to_string(),
-        from_agent: m.from_agent.clone(),
-        to_agent: m.to_agent.clone(),
-        branch_id: m.branch_id.clone(),
-        parent_branch_id: m.parent_branch_id.clone(),
-        message_type: m.message_type.clone(),
+        from_agent: m.from_agent.to_string(),
+        to_agent: m.to_agent.to_string(),
+        branch_id: m.branch_id.to_string(),
+        parent_branch_id: m.parent_branch_id.to_string(),
+        message_type: m.message_type.to_string(),
         payload: m.content.clone(),
         timestamp: m.timestamp.clone(),
-        trace_id: m.trace_id.clone(),
-        parent_id: m.parent_id.clone(),
+        trace_id: m.trace_id.to_string(),
+        parent_id: m.parent_id.to_string(),
     }
 }
 
@@ -947,7 +947,7 @@ impl Worker {
                 }
             }
             let head_id = (
-                head.message_id.clone(),
+                head.message_id.to_string(),
                 head.attempt,
                 head.timestamp.clone(),
             );
