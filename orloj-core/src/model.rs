@@ -89,8 +89,9 @@ pub struct ModelRequest {
     pub namespace: String,
     /// 1-based step of the agent turn.
     pub step: u32,
-    /// Context keys given to the model (task input, `inbox.*`, `previous_agent*`).
-    pub context: BTreeMap<String, String>,
+    /// Context keys given to the model (task input, `inbox.*`, `previous_agent*`); shared with
+    /// the turn, which adds the step number to it for each call.
+    pub context: Arc<BTreeMap<String, String>>,
 }
 
 /// Token usage reported by a provider.

@@ -24,10 +24,12 @@ fn request(prompt: &str, tools: &[&str], step: u32, context: &[(&str, &str)]) ->
         agent: "planner".into(),
         namespace: "default".into(),
         step,
-        context: context
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect(),
+        context: std::sync::Arc::new(
+            context
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        ),
     }
 }
 

@@ -16,6 +16,7 @@ use orloj_core::tool::{
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -449,6 +450,9 @@ impl AgentRunner {
         context.insert("agent".into(), input.agent.clone());
         context.insert("namespace".into(), input.namespace.clone());
         context.insert("model_ref".into(), spec.model_ref.clone());
+        // Shared with each request; unique again once the call has dropped its request, so
+        // setting the next step's number copies nothing.
+        let mut context = Arc::new(context);
         let short_circuit = spec.execution.duplicate_tool_call_policy != "deny";
 
         for step in 1..=max_steps {
@@ -471,13 +475,17 @@ impl AgentRunner {
                 .filter(|t| !(short_circuit && turn.succeeded.contains_key(&t.to_lowercase())))
                 .cloned()
                 .collect();
-            context.insert("step".into(), step.to_string());
+            Arc::make_mut(&mut context).insert("step".into(), step.to_string());
             let mut text = format!("step={step}");
             if !available.is_empty() {
-                text.push_str(&format!("\ntools={}", available.join(",")));
+                let _ = write!(text, "\ntools={}", available.join(","));
             }
-            let ctx: Vec<String> = context.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            text.push_str(&format!("\ncontext={}", ctx.join(",")));
+            text.push_str("\ncontext=");
+            for (i, (k, v)) in context.iter().enumerate() {
+                let separator = if i == 0 { "" } else { "," };
+                // Writing into a String cannot fail.
+                let _ = write!(text, "{separator}{k}={v}");
+            }
             history.push(ChatMessage::text(Role::User, text));
             if let Some(b) = budget.filter(|b| b.limit > 0) {
                 let used = b.used + turn.call_tokens.iter().map(|(t, _)| t).sum::<u64>();
@@ -501,7 +509,7 @@ impl AgentRunner {
                 agent: input.agent.clone(),
                 namespace: input.namespace.clone(),
                 step,
-                context: context.clone(),
+                context: Arc::clone(&context),
             };
             let call_started = Instant::now();
             let Some(result) = within(deadline, input.model.client.complete(request)).await else {
