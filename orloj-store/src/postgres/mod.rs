@@ -69,10 +69,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use orloj_core::labels::Requirement;
+use orloj_core::resources::TaskStatus;
 use orloj_core::{
     ChangeMarker, ClaimRequest, Clock, Error, ErrorKind, Kind, ListOptions, Object, ObjectList,
     Result, Store, WatchEvent, WatchEventType, scoped_key, task_queue,
 };
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
@@ -414,7 +417,7 @@ impl PostgresStore {
             conn,
             &self.inner.log,
             op,
-            object,
+            object.into(),
             now,
             expected_version,
             None,
@@ -625,6 +628,7 @@ impl PostgresStore {
             versioning::bump(&mut task);
             writes.push(task_batch::TaskWrite {
                 task: Arc::new(task),
+                status: None,
                 at: now,
                 expected_version: Some(read_version),
             });
@@ -687,7 +691,7 @@ impl PostgresStore {
                     conn,
                     log,
                     Write::Status,
-                    &one.task,
+                    one.stored(),
                     one.at,
                     one.expected_version.as_deref(),
                     marker_kinds,
@@ -709,11 +713,32 @@ impl PostgresStore {
         }
     }
 
+    /// Why a write of `current` under `version` wrote nothing: it is gone, or was written
+    /// meanwhile (Conflict).
+    async fn not_written(&self, current: &Object, version: &str) -> Error {
+        let stored = match self
+            .get(current.kind, current.namespace(), current.name())
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => return e,
+        };
+        if let Err(e) = versioning::check_expected(&stored, Some(version)) {
+            return e;
+        }
+        Error::conflict(format!(
+            "{} {:?} was modified concurrently; retry",
+            current.kind,
+            current.key()
+        ))
+    }
+
     /// Writes `task` through a task batcher: creates it if `expected_version` is `None`, else
     /// writes it (its next status) if the stored task still has that version. Whether it did.
     async fn write_task(
         &self,
         task: Arc<Object>,
+        status: Option<Arc<TaskStatus>>,
         expected_version: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<bool> {
@@ -725,6 +750,7 @@ impl PostgresStore {
             .get_or_init(|| batch::start(task_batch::TaskWrites(Arc::clone(&self.inner.log))));
         let write = task_batch::TaskWrite {
             task,
+            status,
             at,
             expected_version: expected_version.map(str::to_string),
         };
@@ -768,11 +794,12 @@ async fn write_row(
     conn: &mut PgConnection,
     log: &Arc<EventLog>,
     op: Write,
-    object: &Object,
+    stored: Stored<'_>,
     now: DateTime<Utc>,
     expected_version: Option<&str>,
     marker_kinds: Option<&[&str]>,
 ) -> std::result::Result<Option<(u64, Option<ChangeMarker>)>, sqlx::Error> {
+    let object = stored.object;
     let statements = sql::for_kind(object.kind);
     let marker_kinds =
         marker_kinds.filter(|_| matches!((op, expected_version), (Write::Status, Some(_))));
@@ -789,14 +816,14 @@ async fn write_row(
     };
     let mut query = sqlx::query(sql::q(statement))
         .bind(object.key())
-        .bind(Json(object))
+        .bind(Json(stored))
         .bind(now)
         .bind(object.kind.as_str())
         .bind(object.namespace())
         .bind(object.name())
         .bind(log.retention);
     if object.kind == Kind::Task && !matches!(op, Write::Delete) {
-        let c = task_columns(object);
+        let c = task_columns(stored);
         query = query
             .bind(c.lease_until)
             .bind(c.next_attempt_at)
@@ -895,7 +922,7 @@ struct TaskColumns<'a> {
     req_model: String,
 }
 
-fn task_columns(task: &Object) -> TaskColumns<'_> {
+fn task_columns(stored: Stored<'_>) -> TaskColumns<'_> {
     // orloj_text: a JSON string, or '' for anything else.
     fn text<'v>(v: &'v Value, path: &[&str]) -> &'v str {
         path.iter()
@@ -905,29 +932,91 @@ fn task_columns(task: &Object) -> TaskColumns<'_> {
     }
     // lower(btrim(...)): btrim without characters trims spaces only.
     let normalized = |v: &Value, path: &[&str]| text(v, path).trim_matches(' ').to_lowercase();
-    let (spec, status) = (&task.spec, &task.status);
+    let spec = &stored.object.spec;
+    let status = match stored.status {
+        Some(typed) => StatusColumns {
+            lease_until: time(&typed.lease_until),
+            next_attempt_at: time(&typed.next_attempt_at),
+            phase: &typed.phase,
+            assigned_worker: &typed.assigned_worker,
+            claimed_by: &typed.claimed_by,
+        },
+        None => {
+            let status = &stored.object.status;
+            let time_at = |field: &str| status.get(field).and_then(Value::as_str).and_then(time);
+            StatusColumns {
+                lease_until: time_at("leaseUntil"),
+                next_attempt_at: time_at("nextAttemptAt"),
+                phase: text(status, &["phase"]),
+                assigned_worker: text(status, &["assignedWorker"]),
+                claimed_by: text(status, &["claimedBy"]),
+            }
+        }
+    };
     TaskColumns {
-        lease_until: status_time(task, "leaseUntil"),
-        next_attempt_at: status_time(task, "nextAttemptAt"),
-        status_phase: text(status, &["phase"]).to_lowercase(),
+        lease_until: status.lease_until,
+        next_attempt_at: status.next_attempt_at,
+        status_phase: status.phase.to_lowercase(),
         system_ref: text(spec, &["system"]),
         mode: normalized(spec, &["mode"]),
         priority: text(spec, &["priority"]),
-        assigned_worker: text(status, &["assignedWorker"]),
-        claimed_by: text(status, &["claimedBy"]),
+        assigned_worker: status.assigned_worker,
+        claimed_by: status.claimed_by,
         req_region: normalized(spec, &["requirements", "region"]),
         req_gpu: spec.pointer("/requirements/gpu") == Some(&Value::Bool(true)),
         req_model: normalized(spec, &["requirements", "model"]),
     }
 }
 
+/// The status fields of [`TaskColumns`], from a typed or a JSON status.
+struct StatusColumns<'a> {
+    lease_until: Option<DateTime<Utc>>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    phase: &'a str,
+    assigned_worker: &'a str,
+    claimed_by: &'a str,
+}
+
 /// A status timestamp as the claim rules read it (unparseable counts as unset).
-fn status_time(task: &Object, field: &str) -> Option<DateTime<Utc>> {
-    task.status
-        .get(field)
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+fn time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// An object as a write stores it: `object`, with `status` in place of its own when a worker
+/// handed the task status over typed ([`Store::update_task_status_of`]). Serializes as the
+/// object with that status would, without building its JSON tree first.
+#[derive(Clone, Copy)]
+pub(crate) struct Stored<'a> {
+    pub object: &'a Object,
+    pub status: Option<&'a TaskStatus>,
+}
+
+impl<'a> From<&'a Object> for Stored<'a> {
+    fn from(object: &'a Object) -> Self {
+        Self {
+            object,
+            status: None,
+        }
+    }
+}
+
+impl Serialize for Stored<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let Some(status) = self.status else {
+            return self.object.serialize(serializer);
+        };
+        // Object's fields, in its order and with its names.
+        let o = self.object;
+        let mut fields = serializer.serialize_struct("Object", 5)?;
+        fields.serialize_field("apiVersion", &o.api_version)?;
+        fields.serialize_field("kind", &o.kind)?;
+        fields.serialize_field("metadata", &o.metadata)?;
+        fields.serialize_field("spec", &o.spec)?;
+        fields.serialize_field("status", status)?;
+        fields.end()
+    }
 }
 
 fn label_objects(options: &ListOptions) -> (Vec<Value>, Vec<Value>) {
@@ -1150,7 +1239,10 @@ impl Store for PostgresStore {
                 |o: &Object| Error::conflict(format!("{} \"{}\" already exists", o.kind, o.key()));
             if created.kind == Kind::Task {
                 let created = Arc::new(created);
-                return match self.write_task(Arc::clone(&created), None, now).await? {
+                return match self
+                    .write_task(Arc::clone(&created), None, None, now)
+                    .await?
+                {
                     true => Ok(Arc::unwrap_or_clone(created)),
                     false => Err(exists(&created)),
                 };
@@ -1254,7 +1346,7 @@ impl Store for PostgresStore {
             // One statement: lock the row if it still has `version`, bump, record, write
             // (tasks: with the other tasks' writes waiting at the time).
             let written = if updated.kind == Kind::Task {
-                self.write_task(Arc::clone(&updated), Some(version), now)
+                self.write_task(Arc::clone(&updated), None, Some(version), now)
                     .await?
             } else {
                 let mut conn = self.inner.pool.acquire().await.map_err(error::map)?;
@@ -1265,18 +1357,41 @@ impl Store for PostgresStore {
             };
             match written {
                 true => Ok(updated),
-                false => {
-                    // Gone, or written meanwhile: say which.
-                    let stored = self
-                        .get(current.kind, current.namespace(), current.name())
-                        .await?;
-                    versioning::check_expected(&stored, Some(version))?;
-                    Err(Error::conflict(format!(
-                        "{} {:?} was modified concurrently; retry",
-                        current.kind,
-                        current.key()
-                    )))
-                }
+                false => Err(self.not_written(current, version).await),
+            }
+        })
+        .await
+    }
+
+    async fn update_task_status_of(
+        &self,
+        current: &Object,
+        status: &Arc<TaskStatus>,
+    ) -> Result<Arc<Object>> {
+        let version = current.metadata.resource_version.as_str();
+        if version.is_empty() || current.kind != Kind::Task {
+            return orloj_core::store::update_task_status_as_json(self, current, status).await;
+        }
+        self.timed("update status", async {
+            let now = self.inner.clock.now();
+            // The next version's shell (what this method returns: its status left empty); the
+            // statement stores it with `status`, serialized as it is.
+            let shell = Arc::new(versioning::prepare_status(
+                current,
+                None,
+                Value::Object(Default::default()),
+            )?);
+            let written = self
+                .write_task(
+                    Arc::clone(&shell),
+                    Some(Arc::clone(status)),
+                    Some(version),
+                    now,
+                )
+                .await?;
+            match written {
+                true => Ok(shell),
+                false => Err(self.not_written(current, version).await),
             }
         })
         .await
@@ -1524,5 +1639,58 @@ mod tests {
         drop(first);
         assert_eq!(Claiming::reserved(&keys), ["ns/b"]);
         assert!(Claiming::reserve(&keys, "ns/a".into()).is_some());
+    }
+
+    /// A task stored with a typed status is the JSON of the object carrying that status, and
+    /// its row columns are the ones that object gives.
+    #[test]
+    fn a_typed_status_is_stored_as_the_object_with_its_json() {
+        use orloj_core::resources::{TaskMessage, TaskTraceEvent};
+        let mut task: Object = serde_json::from_value(json!({
+            "apiVersion": "orloj.dev/v1",
+            "kind": "Task",
+            "metadata": {"name": "t", "namespace": "ns", "resourceVersion": "4"},
+            "spec": {"system": "s", "mode": " Run ", "requirements": {"region": "EU", "gpu": true}},
+            "status": {"phase": "Pending"}
+        }))
+        .expect("task");
+        let status = TaskStatus {
+            phase: "Running".into(),
+            claimed_by: "w1".into(),
+            assigned_worker: "w1".into(),
+            lease_until: "2026-12-08T01:31:48.462Z".into(),
+            next_attempt_at: "not a time".into(),
+            attempts: 2,
+            output: [("agent.1.output".into(), "x".repeat(40).into())].into(),
+            trace: vec![TaskTraceEvent {
+                event_type: "agent_start".into(),
+                agent: "a".into(),
+                ..Default::default()
+            }]
+            .into(),
+            messages: vec![TaskMessage {
+                message_id: "ns/t/a001/h001/system/a".into(),
+                ..Default::default()
+            }]
+            .into(),
+            ..Default::default()
+        };
+        let typed = Stored {
+            object: &task,
+            status: Some(&status),
+        };
+        let stored = serde_json::to_value(typed).expect("typed");
+        let typed_columns = format!("{:?}", task_columns(typed));
+        task.status = serde_json::to_value(&status).expect("status");
+        assert_eq!(stored, serde_json::to_value(&task).expect("object"));
+        assert_eq!(typed_columns, format!("{:?}", task_columns((&task).into())));
+        assert!(
+            typed_columns.contains("status_phase: \"running\""),
+            "{typed_columns}"
+        );
+        assert!(
+            typed_columns.contains("next_attempt_at: None"),
+            "{typed_columns}"
+        );
     }
 }

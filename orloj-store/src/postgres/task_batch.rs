@@ -10,9 +10,10 @@
 //! [`Store::update_status_of`]: orloj_core::Store::update_status_of
 
 use super::batch::Batch;
-use super::{EventLog, Write, error, sql, task_columns, write_row};
+use super::{EventLog, Stored, Write, error, sql, task_columns, write_row};
 use chrono::{DateTime, Utc};
 use orloj_core::Object;
+use orloj_core::resources::TaskStatus;
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::query::Query;
@@ -26,9 +27,24 @@ use std::sync::Arc;
 pub(super) struct TaskWrite {
     /// What to write: the task as created, or its next version.
     pub task: Arc<Object>,
+    /// The status to store instead of `task`'s, when a worker handed it over typed
+    /// ([`Store::update_task_status_of`]): serialized straight into the statement.
+    ///
+    /// [`Store::update_task_status_of`]: orloj_core::Store::update_task_status_of
+    pub status: Option<Arc<TaskStatus>>,
     pub at: DateTime<Utc>,
     /// `None` for a create; the resourceVersion a status write starts from.
     pub expected_version: Option<String>,
+}
+
+impl TaskWrite {
+    /// The task as it is stored.
+    pub fn stored(&self) -> Stored<'_> {
+        Stored {
+            object: &self.task,
+            status: self.status.as_deref(),
+        }
+    }
 }
 
 /// Task creates, or task status writes (one batcher each: a batch never mixes them; one
@@ -101,7 +117,7 @@ async fn write_one(log: &Arc<EventLog>, request: &TaskWrite) -> Result<bool, sql
         &mut conn,
         log,
         op,
-        &request.task,
+        request.stored(),
         request.at,
         expected,
         None,
@@ -213,7 +229,7 @@ fn outcomes(rows: &[PgRow], count: usize, sent: &[usize]) -> Result<Vec<bool>, s
 /// The input arrays every task batch statement starts with ($1 to $16).
 struct TaskRows<'a> {
     keys: Vec<String>,
-    payloads: Vec<Json<&'a Object>>,
+    payloads: Vec<Json<Stored<'a>>>,
     times: Vec<DateTime<Utc>>,
     namespaces: Vec<&'a str>,
     names: Vec<&'a str>,
@@ -251,13 +267,14 @@ impl<'a> TaskRows<'a> {
             req_model: Vec::new(),
         };
         for w in writes {
-            let task = &*w.task;
+            let stored = w.stored();
+            let task = stored.object;
             rows.keys.push(task.key());
-            rows.payloads.push(Json(task));
+            rows.payloads.push(Json(stored));
             rows.times.push(w.at);
             rows.namespaces.push(task.namespace());
             rows.names.push(task.name());
-            let c = task_columns(task);
+            let c = task_columns(stored);
             rows.lease_until.push(c.lease_until);
             rows.next_attempt_at.push(c.next_attempt_at);
             rows.status_phase.push(c.status_phase);
