@@ -190,7 +190,8 @@ pub type TaskOutput = BTreeMap<OutputText, OutputText>;
 /// A key or text of a [`TaskOutput`].
 pub use smol_str::SmolStr as OutputText;
 
-/// Text kept inline up to 23 bytes and shared beyond (the short fields of trace entries).
+/// Text kept inline up to 23 bytes and shared beyond (the short fields of trace entries and
+/// task messages).
 pub use smol_str::SmolStr;
 
 /// `Task.status`.

@@ -742,8 +742,8 @@ impl<'a> GraphRun<'a> {
                     };
                     let t = TaskTraceEvent {
                         event_type: kind.into(),
-                        agent: msg.to_agent.as_str().into(),
-                        branch_id: msg.branch_id.as_str().into(),
+                        agent: msg.to_agent.clone(),
+                        branch_id: msg.branch_id.clone(),
                         message: format!("message_id={} {wait}", msg.message_id),
                         ..Default::default()
                     };
@@ -763,7 +763,7 @@ impl<'a> GraphRun<'a> {
             let reason = format!("agent \"{}\" not found", msg.to_agent);
             let t = TaskTraceEvent {
                 event_type: "agent_missing".into(),
-                agent: msg.to_agent.as_str().into(),
+                agent: msg.to_agent.clone(),
                 message: reason.clone(),
                 ..Default::default()
             };
@@ -792,7 +792,7 @@ impl<'a> GraphRun<'a> {
         let start = TaskTraceEvent {
             event_type: "agent_start".into(),
             agent: agent.name.as_str().into(),
-            branch_id: msg.branch_id.as_str().into(),
+            branch_id: msg.branch_id.clone(),
             message: format!(
                 "model={} model_ref={} tools={}",
                 agent.model.model,
@@ -822,7 +822,7 @@ impl<'a> GraphRun<'a> {
             let t = TaskTraceEvent {
                 event_type: "policy_violation".into(),
                 agent: agent.name.as_str().into(),
-                branch_id: msg.branch_id.as_str().into(),
+                branch_id: msg.branch_id.clone(),
                 message: reason.clone(),
                 retryable: Some(false),
                 ..Default::default()
@@ -842,7 +842,7 @@ impl<'a> GraphRun<'a> {
             )
             .await;
         for mut t in std::mem::take(&mut outcome.trace) {
-            t.branch_id = msg.branch_id.as_str().into();
+            t.branch_id = msg.branch_id.clone();
             self.push_trace(status, t, run_index);
         }
         self.last_events
@@ -852,7 +852,7 @@ impl<'a> GraphRun<'a> {
             let t = TaskTraceEvent {
                 event_type: "agent_error".into(),
                 agent: agent.name.as_str().into(),
-                branch_id: msg.branch_id.as_str().into(),
+                branch_id: msg.branch_id.clone(),
                 message: reason.clone(),
                 error_code: err
                     .tool_error
@@ -884,7 +884,7 @@ impl<'a> GraphRun<'a> {
         let end = TaskTraceEvent {
             event_type: "agent_end".into(),
             agent: agent.name.as_str().into(),
-            branch_id: msg.branch_id.as_str().into(),
+            branch_id: msg.branch_id.clone(),
             message: format!(
                 "steps={} tool_calls={} tokens={} usage_source={}",
                 outcome.steps, outcome.tool_calls, outcome.tokens_used, outcome.token_usage_source
@@ -912,7 +912,7 @@ impl<'a> GraphRun<'a> {
             let t = TaskTraceEvent {
                 event_type: "token_budget_exceeded".into(),
                 agent: agent.name.as_str().into(),
-                branch_id: msg.branch_id.as_str().into(),
+                branch_id: msg.branch_id.clone(),
                 message: reason.clone(),
                 tokens: used as i64,
                 retryable: Some(false),
@@ -945,7 +945,7 @@ impl<'a> GraphRun<'a> {
             let t = TaskTraceEvent {
                 event_type: "agent_message_turn_limit".into(),
                 agent: agent.name.as_str().into(),
-                branch_id: branch.as_str().into(),
+                branch_id: branch.clone(),
                 message: format!(
                     "turn limit reached: branch={branch} turns={on_branch} max_turns={}",
                     self.max_turns
@@ -1023,7 +1023,8 @@ impl<'a> GraphRun<'a> {
         o: &TurnOutcome,
     ) {
         let mut out = OutputWriter::new(&mut status.output);
-        // A text written under several keys is one shared string.
+        // A text written under several keys is made once: inline when short, else one shared
+        // string.
         let name: OutputText = agent.name.as_str().into();
         let last_event: OutputText = o.last_event.as_str().into();
         let output: OutputText = o.output.as_str().into();

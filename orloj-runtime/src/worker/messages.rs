@@ -1133,8 +1133,8 @@ impl Worker {
             status.trace.push(resources::TaskTraceEvent {
                 timestamp: format_time(now),
                 event_type: "agent_message_retry_scheduled".into(),
-                agent: record.to_agent.as_str().into(),
-                branch_id: record.branch_id.as_str().into(),
+                agent: record.to_agent.clone(),
+                branch_id: record.branch_id.clone(),
                 message: format!(
                     "message_id={} attempt={}/{max_attempts} delay={} error={}",
                     record.message_id,

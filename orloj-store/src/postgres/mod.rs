@@ -20,13 +20,15 @@
 //! writes the row, increments the singleton `store_revision` row, appends to `store_events` (the
 //! payload the write returned) and prunes the event it pushed out of the retention window (a
 //! short index range; the row's `pruned_through` says where the retained events start, and a
-//! sweep every [`CATCH_UP_EVERY`] writes deletes what the ranges missed). The `store_revision`
+//! sweep every `CATCH_UP_EVERY` writes deletes what the ranges missed). The `store_revision`
 //! row lock serializes writers until commit, so revisions commit in order; it is taken after
 //! the row is written, so writers wait on each other only for the event and the commit
 //! (migration 0007). Rows carry a `write_order` from a sequence instead of the revision: the
 //! claim order. Time comes from the injected [`Clock`].
 //! A status write that names the version it starts from ([`Store::update_status_of`]) needs no
-//! transaction: one statement locks the row only while it still has that version. For tasks,
+//! transaction: one statement locks the row only while it still has that version. A task
+//! status a worker hands over typed ([`Store::update_task_status_of`]) is serialized straight
+//! into that statement, and the row's columns are read from it. For tasks,
 //! such writes, creates and task log lines pass through a writer (`batch`) that sends those
 //! waiting while its last statement ran in a single statement: one revision lock (log lines
 //! take none) and one commit for all of them.

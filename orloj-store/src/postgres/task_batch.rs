@@ -1,5 +1,6 @@
 //! The task writes sent several at a time ([`super::batch`]): task creates, task status writes
-//! that name the version they start from ([`Store::update_status_of`]), and task log lines.
+//! that name the version they start from ([`Store::update_status_of`], and
+//! [`Store::update_task_status_of`] with its typed status), and task log lines.
 //!
 //! Every task write takes the `store_revision` row lock until it commits, so under load the
 //! writes of many tasks queue on that one lock, each with its own statement, commit and round
@@ -8,6 +9,7 @@
 //! lock, but two per task were a quarter of a durable task's statements.
 //!
 //! [`Store::update_status_of`]: orloj_core::Store::update_status_of
+//! [`Store::update_task_status_of`]: orloj_core::Store::update_task_status_of
 
 use super::batch::Batch;
 use super::{EventLog, Stored, Write, error, sql, task_columns, write_row};
