@@ -185,13 +185,10 @@ pub(crate) fn normalize_task_spec(
 /// A task's output, key → text. Keys and texts up to 23 bytes (most of them) are stored inline,
 /// longer ones are shared between status versions: copying or freeing a status version neither
 /// copies the texts nor touches a reference count per entry.
-pub type TaskOutput = BTreeMap<OutputText, OutputText>;
+pub type TaskOutput = BTreeMap<SmolStr, SmolStr>;
 
-/// A key or text of a [`TaskOutput`].
-pub use smol_str::SmolStr as OutputText;
-
-/// Text kept inline up to 23 bytes and shared beyond (the short fields of trace entries and
-/// task messages).
+/// Text kept inline up to 23 bytes and shared beyond: [`TaskOutput`] keys and texts, and the
+/// short fields of trace entries and task messages.
 pub use smol_str::SmolStr;
 
 /// `Task.status`.

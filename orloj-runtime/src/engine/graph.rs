@@ -14,8 +14,8 @@ use crate::governance::policy::PolicySet;
 use orloj_core::clock::Clock;
 use orloj_core::model::{ModelRouter, ResolvedModel};
 use orloj_core::resources::{
-    AgentSpec, AgentSystemSpec, OutputText, SmolStr, TaskJoinSource, TaskJoinState, TaskMessage,
-    TaskOutput, TaskSpec, TaskStatus, TaskTraceEvent, spec_of,
+    AgentSpec, AgentSystemSpec, SmolStr, TaskJoinSource, TaskJoinState, TaskMessage, TaskOutput,
+    TaskSpec, TaskStatus, TaskTraceEvent, spec_of,
 };
 use orloj_core::task_queue::format_time;
 use orloj_core::{ErrorKind, Kind, Object, Store, split_ref};
@@ -1025,9 +1025,9 @@ impl<'a> GraphRun<'a> {
         let mut out = OutputWriter::new(&mut status.output);
         // A text written under several keys is made once: inline when short, else one shared
         // string.
-        let name: OutputText = agent.name.as_str().into();
-        let last_event: OutputText = o.last_event.as_str().into();
-        let output: OutputText = o.output.as_str().into();
+        let name: SmolStr = agent.name.as_str().into();
+        let last_event: SmolStr = o.last_event.as_str().into();
+        let output: SmolStr = o.output.as_str().into();
         let steps = out.text(o.steps);
         let tool_calls = out.text(o.tool_calls);
         let tokens_used = out.text(o.tokens_used);
@@ -1130,16 +1130,16 @@ impl<'a> OutputWriter<'a> {
     }
 
     /// `value` as text.
-    fn text(&mut self, value: impl std::fmt::Display) -> OutputText {
+    fn text(&mut self, value: impl std::fmt::Display) -> SmolStr {
         use std::fmt::Write as _;
         self.buf.clear();
         // Writing into a String cannot fail.
         let _ = write!(self.buf, "{value}");
-        OutputText::from(self.buf.as_str())
+        SmolStr::from(self.buf.as_str())
     }
 
     /// Sets `key`.
-    fn put(&mut self, key: &str, value: OutputText) {
+    fn put(&mut self, key: &str, value: SmolStr) {
         match self.out.get_mut(key) {
             Some(v) => *v = value,
             None => {
@@ -1149,7 +1149,7 @@ impl<'a> OutputWriter<'a> {
     }
 
     /// Sets `agent.<run>.<field>`.
-    fn put_agent(&mut self, run: usize, field: &str, value: OutputText) {
+    fn put_agent(&mut self, run: usize, field: &str, value: SmolStr) {
         use std::fmt::Write as _;
         self.buf.clear();
         let _ = write!(self.buf, "agent.{run}.{field}");
